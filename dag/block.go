@@ -1,0 +1,12 @@
+package dag
+
+import "github.com/ipfs/go-cid"
+
+// Block is one encoded IPLD block: its CID and the exact bytes the CID hashes.
+//
+// A Block handed to a Sink is only valid for the duration of the call: the
+// pipeline reuses Data's backing array afterwards. Copy what you keep.
+type Block struct {
+	CID  cid.Cid
+	Data []byte
+}
