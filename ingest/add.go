@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 
-	blocks "github.com/ipfs/go-block-format"
-	"github.com/ipfs/go-cid"
-	ipld "github.com/ipfs/go-ipld-format"
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	uio "github.com/ipfs/boxo/ipld/unixfs/io"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 
 	"github.com/shoal-project/shoal/dag"
 )
@@ -191,7 +191,7 @@ func (a *adder) addPath(ctx context.Context, p, name string, opts AddOptions, to
 	defer f.Close()
 	e, nd, err := a.addFile(ctx, f, name)
 	if err != nil {
-		return Entry{}, nil, fmt.Errorf("add %s: %w", p, unwrapPathError(err))
+		return Entry{}, nil, fmt.Errorf("add %s: %w", p, err)
 	}
 	return e, nd, nil
 }
@@ -317,14 +317,13 @@ func (dagService) GetMany(_ context.Context, cs []cid.Cid) <-chan *ipld.NodeOpti
 	return ch
 }
 
-func (dagService) Remove(context.Context, cid.Cid) error         { return nil }
+func (dagService) Remove(context.Context, cid.Cid) error       { return nil }
 func (dagService) RemoveMany(context.Context, []cid.Cid) error { return nil }
 
 // unwrapPathError drops the *PathError's repetition of the path, which the
 // caller's message already names.
 func unwrapPathError(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
+	if pe, ok := err.(*os.PathError); ok {
 		return pe.Err
 	}
 	return err

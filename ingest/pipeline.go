@@ -42,6 +42,10 @@ type Config struct {
 	// Buffers x (largest chunk + framing). 0 means 2 x Workers + 4, enough
 	// to keep every worker busy while the builder drains the sink.
 	Buffers int
+	// Progress, if not nil, is called with the size of every chunk read,
+	// from the chunker goroutine. It must be cheap and safe to call from
+	// any goroutine.
+	Progress func(n int)
 }
 
 // Validate checks the configuration.
@@ -62,10 +66,11 @@ func (c Config) Validate() error {
 // buffers are reused from one file to the next. An Ingester runs one ingest
 // at a time; it is not safe for concurrent use.
 type Ingester struct {
-	enc     dag.Encoder
-	workers int
-	pool    chan []byte
-	bufSize int
+	enc      dag.Encoder
+	workers  int
+	pool     chan []byte
+	bufSize  int
+	progress func(int)
 }
 
 // New returns an Ingester for cfg. It does not modify cfg.
@@ -82,10 +87,14 @@ func New(cfg Config) (*Ingester, error) {
 		buffers = 2*workers + 4
 	}
 	in := &Ingester{
-		enc:     dag.NewEncoder(cfg.Params),
-		workers: workers,
-		pool:    make(chan []byte, buffers),
-		bufSize: dag.LeafHeadroom + cfg.Params.Chunker.MaxChunk() + dag.LeafTailroom,
+		enc:      dag.NewEncoder(cfg.Params),
+		workers:  workers,
+		pool:     make(chan []byte, buffers),
+		bufSize:  dag.LeafHeadroom + cfg.Params.Chunker.MaxChunk() + dag.LeafTailroom,
+		progress: cfg.Progress,
+	}
+	if in.progress == nil {
+		in.progress = func(int) {}
 	}
 	for range buffers {
 		in.pool <- nil // allocated on first use: small files stay small
@@ -195,8 +204,9 @@ func (in *Ingester) chunk(ctx context.Context, r io.Reader, work, order chan<- *
 			if err == io.EOF {
 				return nil
 			}
-			return fmt.Errorf("read input: %w", err)
+			return fmt.Errorf("read input: %w", unwrapPathError(err))
 		}
+		in.progress(n)
 		j := &leafJob{buf: buf, n: n, done: make(chan struct{})}
 		select {
 		case work <- j:
