@@ -123,8 +123,8 @@ type leafJob struct {
 // Goroutines: one chunker reads r, Workers goroutines frame and hash
 // leaves, and the calling goroutine builds the tree and calls sink. All are
 // gone when File returns.
-func (in *Ingester) File(ctx context.Context, r io.Reader, sink Sink) (dag.Link, error) {
-	ctx, cancel := context.WithCancel(ctx)
+func (in *Ingester) File(parent context.Context, r io.Reader, sink Sink) (dag.Link, error) {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	work := make(chan *leafJob, cap(in.pool))
@@ -152,12 +152,21 @@ func (in *Ingester) File(ctx context.Context, r io.Reader, sink Sink) (dag.Link,
 		// (a read error, say) over the cancellation it caused here.
 		cancel()
 		src.drain()
-		if werr := g.Wait(); werr != nil && !errors.Is(werr, context.Canceled) {
+		werr := g.Wait()
+		switch {
+		case parent.Err() != nil:
+			// The caller cancelled: whatever failed next is a symptom
+			// (a reader interrupted by a deadline, say).
+			return dag.Link{}, parent.Err()
+		case werr != nil && !errors.Is(werr, context.Canceled):
 			return dag.Link{}, werr
 		}
 		return dag.Link{}, err
 	}
 	if err := g.Wait(); err != nil {
+		if parent.Err() != nil {
+			return dag.Link{}, parent.Err()
+		}
 		return dag.Link{}, err
 	}
 	return root, nil

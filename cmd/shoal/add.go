@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+
+	"github.com/shoal-project/shoal/dag"
+	"github.com/shoal-project/shoal/ingest"
+	"github.com/shoal-project/shoal/store"
+)
+
+type addFlags struct {
+	dag        dag.Options
+	tree       ingest.AddOptions
+	onlyHash   bool
+	quiet      bool
+	quieter    bool
+	progress   bool
+	noProgress bool
+	repo       string
+	stdinName  string
+}
+
+func newAddCmd() *cobra.Command {
+	var f addFlags
+	cmd := &cobra.Command{
+		Use:   "add [PATH...|-]",
+		Short: "Chunk files or stdin into a UnixFS DAG (the same CIDs as ipfs add)",
+		Long: `Add chunks files, directories (with -r) or stdin (no path, or -) into a UnixFS
+DAG whose root CID is the one Kubo's "ipfs add" prints for the same options.
+
+With -n/--only-hash nothing is stored and no repo is needed. With --repo DIR
+the blocks are written into that peer directory's local store, durably, before
+the command returns.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fl := cmd.Flags()
+			f.dag.CIDVersionSet = fl.Changed("cid-version")
+			f.dag.RawLeavesSet = fl.Changed("raw-leaves")
+			return runAdd(cmd.Context(), cmd.OutOrStdout(), args, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.dag.Chunker, "chunker", "s", "size-262144", "chunker: size-N, rabin, rabin-AVG, rabin-MIN-AVG-MAX or buzhash")
+	fl.BoolVar(&f.dag.AllowBigBlock, "allow-big-block", false, "allow chunks above the 1 MiB block limit (peers may refuse them)")
+	fl.BoolVar(&f.dag.Trickle, "trickle", false, "use the trickle DAG layout instead of balanced")
+	fl.IntVar(&f.dag.CIDVersion, "cid-version", 0, "CID version: 0, or 1 (implies --raw-leaves)")
+	fl.BoolVar(&f.dag.RawLeaves, "raw-leaves", false, "store leaves as raw blocks (default with CIDv1)")
+	fl.StringVar(&f.dag.Hash, "hash", "sha2-256", "hash function: sha2-256, sha2-512 or blake3 (other than sha2-256 implies CIDv1)")
+	fl.BoolVar(&f.dag.Inline, "inline", false, "inline blocks up to --inline-limit bytes into their CIDs")
+	fl.IntVar(&f.dag.InlineLimit, "inline-limit", dag.DefaultInlineLimit, "largest block to inline, in bytes")
+	fl.BoolVarP(&f.tree.Recursive, "recursive", "r", false, "add directories recursively")
+	fl.BoolVarP(&f.tree.Wrap, "wrap-with-directory", "w", false, "wrap the added items in a directory")
+	fl.BoolVarP(&f.tree.Hidden, "hidden", "H", false, "include files whose names start with a dot")
+	fl.StringVar(&f.stdinName, "stdin-name", "", "name of the file read from stdin (with -w; default its CID)")
+	fl.BoolVarP(&f.onlyHash, "only-hash", "n", false, "only compute the CIDs; store nothing")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the CID of each added item")
+	fl.BoolVarP(&f.quieter, "quieter", "Q", false, "print only the root CID")
+	fl.BoolVar(&f.progress, "progress", false, "show a progress bar on stderr even when it is not a terminal")
+	fl.BoolVar(&f.noProgress, "no-progress", false, "never show a progress bar")
+	fl.StringVar(&f.repo, "repo", os.Getenv("SHOAL_PATH"), "peer directory whose local store receives the blocks (env SHOAL_PATH)")
+	return cmd
+}
+
+func runAdd(ctx context.Context, stdout io.Writer, args []string, f addFlags) error {
+	params, err := f.dag.Params()
+	if err != nil {
+		return err
+	}
+	if f.progress && f.noProgress {
+		return errors.New("--progress and --no-progress contradict each other")
+	}
+	if !f.onlyHash && f.repo == "" {
+		return errors.New("no repo to store into: give --repo DIR (or set SHOAL_PATH), or use --only-hash")
+	}
+	useStdin := len(args) == 0 || (len(args) == 1 && args[0] == "-")
+	for _, a := range args {
+		if a == "-" && !useStdin {
+			return errors.New("stdin (-) cannot be combined with paths")
+		}
+	}
+	var total int64 = -1
+	if useStdin {
+		if err := checkStdin(); err != nil {
+			return err
+		}
+	} else if len(args) == 1 {
+		if fi, err := os.Stat(args[0]); err == nil && fi.Mode().IsRegular() {
+			total = fi.Size()
+		}
+	}
+
+	mode := "auto"
+	switch {
+	case f.progress:
+		mode = "on"
+	case f.noProgress:
+		mode = "off"
+	}
+	bar := newProgress(mode, total)
+	defer bar.finish()
+	cfg := ingest.Config{Params: params}
+	if bar != nil {
+		cfg.Progress = func(n int) { bar.bar.Add(n) }
+	}
+	in, err := ingest.New(cfg)
+	if err != nil {
+		return err
+	}
+
+	sink := ingest.Discard
+	var commit func(root dag.Link) error
+	if !f.onlyHash {
+		st, err := store.Open(f.repo)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		w, err := st.Create(ctx)
+		if err != nil {
+			return err
+		}
+		defer w.Abort()
+		sink = storeSink{w}
+		commit = func(root dag.Link) error {
+			_, err := w.Commit(ctx, root.CID.String(), root.CID)
+			return err
+		}
+	}
+
+	// Entries are printed only once the whole add succeeded, so that a
+	// failed add reports nothing as added.
+	var entries []ingest.Entry
+	onEntry := func(e ingest.Entry) { entries = append(entries, e) }
+	var root ingest.Entry
+	if useStdin {
+		stdin, restore := interruptibleStdin(ctx)
+		defer restore()
+		root, err = in.AddReader(ctx, stdin, f.stdinName, f.tree, sink, onEntry)
+	} else {
+		root, err = in.Add(ctx, args, f.tree, sink, onEntry)
+	}
+	if err == nil && commit != nil {
+		err = commit(dag.Link{CID: root.CID})
+	}
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	out := bufio.NewWriter(stdout)
+	switch {
+	case f.quieter:
+		fmt.Fprintln(out, root.CID)
+	case f.quiet:
+		for _, e := range entries {
+			fmt.Fprintln(out, e.CID)
+		}
+	default:
+		for _, e := range entries {
+			fmt.Fprintf(out, "added %s %s\n", e.CID, e.Name)
+		}
+	}
+	return out.Flush()
+}
+
+// storeSink adapts a store writer to the ingest pipeline.
+type storeSink struct{ w *store.Writer }
+
+func (s storeSink) Put(_ context.Context, b dag.Block) error { return s.w.Put(b) }
+
+// checkStdin refuses a terminal (the user forgot the path; reading would
+// hang) and a closed descriptor.
+func checkStdin() error {
+	fi, err := os.Stdin.Stat()
+	if err != nil || stdinWasClosed(fi) {
+		return errors.New("stdin is closed; give a path or pipe data in")
+	}
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		return errors.New("stdin is a terminal; give a path, or pipe data in and use -")
+	}
+	return nil
+}
+
+// stdinWasClosed recognises the /dev/null that the Go runtime opens, read
+// and write, in place of a descriptor 0 that was closed when the process
+// started. A user's own "</dev/null" opens it read-only, and reads as an
+// empty file.
+func stdinWasClosed(fi os.FileInfo) bool {
+	null, err := os.Stat(os.DevNull)
+	if err != nil || !os.SameFile(fi, null) {
+		return false
+	}
+	fl, err := unix.FcntlInt(os.Stdin.Fd(), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_ACCMODE == unix.O_RDWR
+}
+
+// interruptibleStdin returns stdin as a file whose reads stop when ctx is
+// cancelled: a pipe read otherwise blocks until the writer closes it, and
+// the ingest waits for its reader. It puts a pipe in non-blocking mode so
+// that Go's poller owns it; restore puts it back.
+func interruptibleStdin(ctx context.Context) (io.Reader, func()) {
+	fi, err := os.Stdin.Stat()
+	if err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		return os.Stdin, func() {}
+	}
+	enlargePipe(os.Stdin)
+	fd := int(os.Stdin.Fd())
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return os.Stdin, func() {}
+	}
+	f := os.NewFile(uintptr(fd), "/dev/stdin")
+	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
+	return f, func() {
+		stop()
+		_ = unix.SetNonblock(fd, false)
+	}
+}
+
+// enlargePipe grows a stdin pipe to 1 MiB: PERF.md measured 0.84-1.0 GB/s
+// through the default 64 KiB pipe and 3.0-3.3 GB/s through a 1 MiB one.
+// Failure (not a pipe, or a lower limit) is harmless.
+func enlargePipe(f *os.File) {
+	if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeNamedPipe != 0 {
+		_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+	}
+}
