@@ -319,3 +319,24 @@ func TestAddIntoRepo(t *testing.T) {
 		t.Fatalf("read back %d bytes that differ from the %d added", len(got), len(data))
 	}
 }
+
+// TestAddProgress: the bar goes to stderr, stdout stays exactly the CID.
+func TestAddProgress(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, filepath.Join(dir, "f"), seeded("shoal-golden-1048577", 1048577))
+	r := run(t, nil, "add", "-n", "-Q", "--progress", file)
+	if r.code != 0 || r.stdout != rand1048577+"\n" {
+		t.Fatalf("exit %d stdout %q", r.code, r.stdout)
+	}
+	if !strings.Contains(r.stderr, "1.00 MiB / 1.00 MiB") || !strings.Contains(r.stderr, "100.00%") {
+		t.Fatalf("stderr has no finished byte bar: %q", r.stderr)
+	}
+	r = run(t, strings.NewReader("hello world\n"), "add", "-n", "-Q", "--progress", "-")
+	if r.code != 0 || r.stdout != helloCID+"\n" || !strings.Contains(r.stderr, "12 B") || strings.Contains(r.stderr, "ETA") {
+		t.Fatalf("stdin bar: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, nil, "add", "-n", "-Q", "--progress", "--no-progress", file)
+	if r.code != 1 || r.stderr != "shoal: --progress and --no-progress contradict each other\n" {
+		t.Fatalf("exit %d stderr %q", r.code, r.stderr)
+	}
+}
