@@ -30,8 +30,13 @@ const (
 // a dag-pb leaf's framing can be written in place, and LeafTailroom the room
 // it keeps after it. The largest header is 0x0a varint(len) 0x08 type 0x12
 // varint(len): 1+5+2+1+5 bytes; the trailer is 0x18 varint(len).
+//
+// The headroom is 64, not 16, so that the chunk starts cache-line aligned:
+// the kernel copies a read into a destination 1-31 bytes off alignment at
+// ~1.7 GB/s on these machines and into an aligned one at 11-14 GB/s
+// (measured by bench/: `shoal add -n` went from 1,657 to 2,492 MB/s).
 const (
-	LeafHeadroom = 16
+	LeafHeadroom = 64
 	LeafTailroom = 8
 )
 
@@ -93,7 +98,7 @@ func (e Encoder) Leaf(buf []byte, n int) (Block, Link, error) {
 		return Block{CID: c, Data: chunk}, Link{CID: c, Tsize: uint64(n), FileSize: uint64(n)}, err
 	}
 	// UnixFS Data{Type, Data, filesize} inside PBNode{Data}.
-	var hdr [LeafHeadroom]byte
+	var hdr [16]byte
 	inner := 2 + 1 + uvarintLen(uint64(n)) + n + 1 + uvarintLen(uint64(n))
 	h := append(hdr[:0], 0x0a)
 	h = binary.AppendUvarint(h, uint64(inner))
