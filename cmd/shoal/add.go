@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/dag"
 	"github.com/shoal-project/shoal/ingest"
 	"github.com/shoal-project/shoal/store"
@@ -28,9 +30,11 @@ type addFlags struct {
 	noProgress bool
 	repo       string
 	stdinName  string
+	name       string
+	rmin, rmax int
 }
 
-func newAddCmd() *cobra.Command {
+func newAddCmd(g *apiFlags) *cobra.Command {
 	var f addFlags
 	cmd := &cobra.Command{
 		Use:   "add [PATH...|-]",
@@ -38,13 +42,18 @@ func newAddCmd() *cobra.Command {
 		Long: `Add chunks files, directories (with -r) or stdin (no path, or -) into a UnixFS
 DAG whose root CID is the one Kubo's "ipfs add" prints for the same options.
 
-With -n/--only-hash nothing is stored and no repo is needed. With --repo DIR
-the blocks are written into that peer directory's local store, durably, before
-the command returns.`,
+By default the bytes stream to the daemon's API (--api), which chunks them
+with the same flags, stores the DAG and pins it on rmin..rmax peers. With
+-n/--only-hash nothing is stored and no daemon is needed. With --repo DIR the
+blocks are written into that stopped peer directory's local store, durably,
+before the command returns.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
 			f.dag.CIDVersionSet = fl.Changed("cid-version")
 			f.dag.RawLeavesSet = fl.Changed("raw-leaves")
+			if !f.onlyHash && f.repo == "" {
+				return runAddAPI(cmd.Context(), cmd.OutOrStdout(), g, args, f)
+			}
 			return runAdd(cmd.Context(), cmd.OutOrStdout(), args, f)
 		},
 	}
@@ -66,7 +75,12 @@ the command returns.`,
 	fl.BoolVarP(&f.quieter, "quieter", "Q", false, "print only the root CID")
 	fl.BoolVar(&f.progress, "progress", false, "show a progress bar on stderr even when it is not a terminal")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "never show a progress bar")
-	fl.StringVar(&f.repo, "repo", os.Getenv("SHOAL_PATH"), "peer directory whose local store receives the blocks (env SHOAL_PATH)")
+	fl.StringVar(&f.repo, "repo", "", "write into this stopped peer directory's store instead of the daemon")
+	fl.StringVar(&f.name, "name", "", "pin name (cluster adds)")
+	fl.IntVar(&f.rmin, "rmin", 0, "replication minimum (cluster adds; default from the peer's config)")
+	fl.IntVar(&f.rmax, "rmax", 0, "replication maximum (cluster adds; default from the peer's config)")
+	fl.IntVar(&f.rmin, "replication-min", 0, "same as --rmin")
+	fl.IntVar(&f.rmax, "replication-max", 0, "same as --rmax")
 	return cmd
 }
 
@@ -78,34 +92,11 @@ func runAdd(ctx context.Context, stdout io.Writer, args []string, f addFlags) er
 	if f.progress && f.noProgress {
 		return errors.New("--progress and --no-progress contradict each other")
 	}
-	if !f.onlyHash && f.repo == "" {
-		return errors.New("no repo to store into: give --repo DIR (or set SHOAL_PATH), or use --only-hash")
+	useStdin, total, err := addInput(args)
+	if err != nil {
+		return err
 	}
-	useStdin := len(args) == 0 || (len(args) == 1 && args[0] == "-")
-	for _, a := range args {
-		if a == "-" && !useStdin {
-			return errors.New("stdin (-) cannot be combined with paths")
-		}
-	}
-	var total int64 = -1
-	if useStdin {
-		if err := checkStdin(); err != nil {
-			return err
-		}
-	} else if len(args) == 1 {
-		if fi, err := os.Stat(args[0]); err == nil && fi.Mode().IsRegular() {
-			total = fi.Size()
-		}
-	}
-
-	mode := "auto"
-	switch {
-	case f.progress:
-		mode = "on"
-	case f.noProgress:
-		mode = "off"
-	}
-	bar := newProgress(mode, total)
+	bar := newProgress(f.progressMode(), total)
 	defer bar.finish()
 	cfg := ingest.Config{Params: params}
 	if bar != nil {
@@ -169,6 +160,119 @@ func runAdd(ctx context.Context, stdout io.Writer, args []string, f addFlags) er
 		}
 	}
 	return out.Flush()
+}
+
+// addInput says whether args mean stdin, checks it, and returns the size
+// of the input when it is one regular file (-1 otherwise).
+func addInput(args []string) (stdin bool, total int64, err error) {
+	stdin = len(args) == 0 || (len(args) == 1 && args[0] == "-")
+	for _, a := range args {
+		if a == "-" && !stdin {
+			return false, 0, errors.New("stdin (-) cannot be combined with paths")
+		}
+	}
+	total = -1
+	if stdin {
+		return true, total, checkStdin()
+	}
+	if len(args) == 1 {
+		if fi, err := os.Stat(args[0]); err == nil && fi.Mode().IsRegular() {
+			total = fi.Size()
+		}
+	}
+	return false, total, nil
+}
+
+func (f addFlags) progressMode() string {
+	switch {
+	case f.progress:
+		return "on"
+	case f.noProgress:
+		return "off"
+	}
+	return "auto"
+}
+
+// runAddAPI streams one file, or stdin, to the daemon, which chunks it with
+// the same DAG flags and pins the root.
+func runAddAPI(ctx context.Context, stdout io.Writer, g *apiFlags, args []string, f addFlags) error {
+	if _, err := f.dag.Params(); err != nil {
+		return err
+	}
+	if f.progress && f.noProgress {
+		return errors.New("--progress and --no-progress contradict each other")
+	}
+	if f.tree.Recursive || f.tree.Hidden || len(args) > 1 {
+		return errors.New("the cluster takes one file or stdin per add for now; add directories with --only-hash or --repo")
+	}
+	useStdin, total, err := addInput(args)
+	if err != nil {
+		return err
+	}
+	var in io.Reader
+	filename := f.stdinName
+	if useStdin {
+		stdin, restore := interruptibleStdin(ctx)
+		defer restore()
+		in = stdin
+	} else {
+		fi, err := os.Stat(args[0])
+		if err != nil {
+			return fmt.Errorf("add %s: %w", args[0], unwrapPathErr(err))
+		}
+		if fi.IsDir() {
+			return fmt.Errorf("%s is a directory; the cluster takes one file per add for now", args[0])
+		}
+		file, err := os.Open(args[0])
+		if err != nil {
+			return fmt.Errorf("add %s: %w", args[0], unwrapPathErr(err))
+		}
+		defer file.Close()
+		in, filename = file, filepath.Base(args[0])
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	p := api.AddParams{Chunker: f.dag.Chunker, AllowBigBlock: f.dag.AllowBigBlock, Trickle: f.dag.Trickle,
+		Hash: f.dag.Hash, Inline: f.dag.Inline, InlineLimit: f.dag.InlineLimit, Wrap: f.tree.Wrap,
+		Name: f.name, RMin: f.rmin, RMax: f.rmax}
+	if p.Name == "" {
+		p.Name = filename
+	}
+	if f.dag.CIDVersionSet {
+		p.CIDVersion = &f.dag.CIDVersion
+	}
+	if f.dag.RawLeavesSet {
+		p.RawLeaves = &f.dag.RawLeaves
+	}
+	bar := newProgress(f.progressMode(), total)
+	res, err := c.Add(ctx, bar.reader(in), filename, p)
+	bar.finish()
+	if err != nil {
+		return explain(err)
+	}
+	switch {
+	case f.quieter, f.quiet:
+		_, err = fmt.Fprintln(stdout, res.CID)
+	default:
+		name := res.Name
+		if useStdin && f.stdinName == "" {
+			name = res.CID
+		} else if !useStdin {
+			name = args[0]
+		}
+		_, err = fmt.Fprintf(stdout, "added %s %s\n", res.CID, name)
+	}
+	return err
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // storeSink adapts a store writer to the ingest pipeline.

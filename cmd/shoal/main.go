@@ -1,5 +1,6 @@
-// Command shoal is the one binary of a shoal cluster: it adds files, and (as
-// later commands land) runs peers and talks to them. It parses flags and
+// Command shoal is the one binary of a shoal cluster: it creates and runs
+// peers (init, daemon), adds files, and talks to a running peer through its
+// REST API (id, peers, pin, status; --api names the peer). It parses flags and
 // wires packages together; the logic lives in those packages.
 package main
 
@@ -34,7 +35,17 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAddCmd())
+	var g apiFlags
+	g.register(root)
+	root.AddCommand(
+		newInitCmd(),
+		newDaemonCmd(),
+		newAddCmd(&g),
+		newIDCmd(&g),
+		newPeersCmd(&g),
+		newPinCmd(&g),
+		newStatusCmd(&g),
+	)
 	return root
 }
 

@@ -199,7 +199,7 @@ func TestAddBadInput(t *testing.T) {
 		{"missing file", []string{"add", "-n", filepath.Join(dir, "nope")}, "shoal: add " + filepath.Join(dir, "nope") + ": no such file or directory"},
 		{"dir without -r", []string{"add", "-n", dir}, "shoal: " + dir + " is a directory; add it with -r"},
 		{"unreadable", []string{"add", "-n", "/proc/self/mem"}, "shoal: add /proc/self/mem: read input: input/output error"},
-		{"no repo", []string{"add", file}, "shoal: no repo to store into: give --repo DIR (or set SHOAL_PATH), or use --only-hash"},
+		{"no daemon", []string{"add", "--api", "127.0.0.1:1", file}, "shoal: cannot reach the shoal API at 127.0.0.1:1: is the daemon running?"},
 		{"stdin and paths", []string{"add", "-n", file, "-"}, "shoal: stdin (-) cannot be combined with paths"},
 		{"unknown flag", []string{"add", "--frobnicate", file}, "shoal: unknown flag: --frobnicate"},
 	}

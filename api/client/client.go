@@ -1,0 +1,409 @@
+// Package client is the Go client of shoal's REST API (package api): one
+// method per Backend method, each one HTTP request. The CLI's commands are
+// built on it.
+//
+// Errors are one sentence a user can read: *Error carries the server's
+// message and status (and errors.Is matches it against api's sentinel
+// errors); a daemon that is not running gives "cannot reach the shoal API at
+// ADDR: is the daemon running?".
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/shoal-project/shoal/api"
+)
+
+// Client talks to one peer's API. It is safe for concurrent use.
+type Client struct {
+	addr string   // as given, for messages
+	base *url.URL // scheme, host and any path prefix
+	hc   *http.Client
+	auth func(*http.Request)
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithBasicAuth sends user and password as HTTP basic auth.
+func WithBasicAuth(user, password string) Option {
+	return func(c *Client) { c.auth = func(r *http.Request) { r.SetBasicAuth(user, password) } }
+}
+
+// WithBearerToken sends "Authorization: Bearer token".
+func WithBearerToken(token string) Option {
+	return func(c *Client) {
+		c.auth = func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }
+	}
+}
+
+// WithHTTPClient makes requests with hc instead of http.DefaultClient.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *Client) { c.hc = hc }
+}
+
+// New returns a client of the API at addr: HOST:PORT (plain HTTP), or a
+// URL such as https://host:port/prefix.
+func New(addr string, opts ...Option) (*Client, error) {
+	base, err := parseAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{addr: addr, base: base, hc: http.DefaultClient}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+func parseAddr(addr string) (*url.URL, error) {
+	bad := fmt.Errorf("API address %q: use HOST:PORT or http://HOST:PORT", addr)
+	if !strings.Contains(addr, "://") {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, bad
+		}
+		return &url.URL{Scheme: "http", Host: addr}, nil
+	}
+	u, err := url.Parse(addr)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, bad
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+// Error is an answer of the API other than 2xx. Its Error is the server's
+// message; errors.Is matches it with api.ErrBadRequest, api.ErrNotFound,
+// api.ErrConflict and api.ErrUnavailable by status.
+type Error struct {
+	Code    int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap is the api sentinel error of the status, if any.
+func (e *Error) Unwrap() error {
+	switch e.Code {
+	case http.StatusBadRequest:
+		return api.ErrBadRequest
+	case http.StatusNotFound:
+		return api.ErrNotFound
+	case http.StatusConflict:
+		return api.ErrConflict
+	case http.StatusServiceUnavailable:
+		return api.ErrUnavailable
+	}
+	return nil
+}
+
+// netError is a failure to talk to the API at all: its message is the
+// sentence a user reads, and it wraps the cause for errors.Is.
+type netError struct {
+	msg string
+	err error
+}
+
+func (e *netError) Error() string { return e.msg }
+func (e *netError) Unwrap() error { return e.err }
+
+// ID is the peer's identity and addresses.
+func (c *Client) ID(ctx context.Context) (api.ID, error) {
+	var id api.ID
+	err := c.do(ctx, http.MethodGet, c.url(nil, "id"), nil, "", &id)
+	return id, err
+}
+
+// Version is the daemon's version.
+func (c *Client) Version(ctx context.Context) (string, error) {
+	var v struct {
+		Version string `json:"version"`
+	}
+	err := c.do(ctx, http.MethodGet, c.url(nil, "version"), nil, "", &v)
+	return v.Version, err
+}
+
+// Health returns nil when the daemon answers.
+func (c *Client) Health(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, c.url(nil, "health"), nil, "", nil)
+}
+
+// Peers lists the cluster's peers, this one included.
+func (c *Client) Peers(ctx context.Context) ([]api.Peer, error) {
+	var peers []api.Peer
+	err := c.do(ctx, http.MethodGet, c.url(nil, "peers"), nil, "", &peers)
+	return peers, err
+}
+
+// RemovePeer removes the peer id from the cluster.
+func (c *Client) RemovePeer(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, c.url(nil, "peers", id), nil, "", nil)
+}
+
+// Pin adds or updates a pin. With req.Wait it returns once the pin is
+// pinned on req.RMin peers.
+func (c *Client) Pin(ctx context.Context, req api.PinRequest) (api.Pin, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return api.Pin{}, err
+	}
+	var pin api.Pin
+	err = c.do(ctx, http.MethodPost, c.url(nil, "pins"), bytes.NewReader(b), "application/json", &pin)
+	return pin, err
+}
+
+// Unpin removes a pin and returns it.
+func (c *Client) Unpin(ctx context.Context, cid string) (api.Pin, error) {
+	var pin api.Pin
+	err := c.do(ctx, http.MethodDelete, c.url(nil, "pins", cid), nil, "", &pin)
+	return pin, err
+}
+
+// Pins is the cluster's pinset.
+func (c *Client) Pins(ctx context.Context) ([]api.Pin, error) {
+	var pins []api.Pin
+	err := c.do(ctx, http.MethodGet, c.url(nil, "pins"), nil, "", &pins)
+	return pins, err
+}
+
+// Status is one pin's state on its peers; local asks for the answering
+// peer's own view only.
+func (c *Client) Status(ctx context.Context, cid string, local bool) (api.PinStatus, error) {
+	var st api.PinStatus
+	err := c.do(ctx, http.MethodGet, c.url(localQuery(local), "status", cid), nil, "", &st)
+	return st, err
+}
+
+// StatusAll is the state of every pin.
+func (c *Client) StatusAll(ctx context.Context, local bool) ([]api.PinStatus, error) {
+	sts := []api.PinStatus{}
+	err := c.StreamStatus(ctx, local, func(st api.PinStatus) error {
+		sts = append(sts, st)
+		return nil
+	})
+	return sts, err
+}
+
+// StreamStatus calls fn with the state of each pin as the stream delivers
+// it, so that a large pinset is never held whole. An error from fn stops
+// the stream and is returned.
+func (c *Client) StreamStatus(ctx context.Context, local bool, fn func(api.PinStatus) error) error {
+	resp, err := c.send(ctx, http.MethodGet, c.url(localQuery(local), "status"), nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(bufio.NewReader(resp.Body))
+	for {
+		var st api.PinStatus
+		err := dec.Decode(&st)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return c.answerError(ctx, "the status stream broke off", err)
+		}
+		if err := fn(st); err != nil {
+			return err
+		}
+	}
+}
+
+// Add uploads r's bytes as a file named filename (empty: unnamed) and pins
+// the resulting DAG. The upload streams through a pipe, so r may be of any
+// size. Add returns once r's pending Read has returned.
+func (c *Client) Add(ctx context.Context, r io.Reader, filename string, p api.AddParams) (api.AddResult, error) {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	src := &errReader{r: r}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		part, err := mw.CreateFormFile("file", filename)
+		if err == nil {
+			_, err = io.Copy(part, src)
+		}
+		if err == nil {
+			err = mw.Close()
+		}
+		pw.CloseWithError(err)
+	})
+	var res api.AddResult
+	err := c.do(ctx, http.MethodPost, c.url(addQuery(p), "add"), pr, mw.FormDataContentType(), &res)
+	// Unblock the writer when the request ended before the upload did.
+	pr.Close()
+	wg.Wait()
+	if src.err != nil {
+		// Reading r failed, which failed the request: r's error is the
+		// one that says what went wrong.
+		return api.AddResult{}, src.err
+	}
+	return res, err
+}
+
+// errReader remembers the error of the reader it wraps (and hides any
+// WriteTo, so that io.Copy reads in chunks).
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		e.err = err
+	}
+	return n, err
+}
+
+// addQuery spells p as POST /add's query parameters, leaving out those at
+// their zero value.
+func addQuery(p api.AddParams) url.Values {
+	q := url.Values{}
+	setStr := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	setBool := func(k string, v bool) {
+		if v {
+			q.Set(k, "true")
+		}
+	}
+	setInt := func(k string, v int) {
+		if v != 0 {
+			q.Set(k, strconv.Itoa(v))
+		}
+	}
+	setStr("chunker", p.Chunker)
+	setBool("allow-big-block", p.AllowBigBlock)
+	setBool("trickle", p.Trickle)
+	if p.CIDVersion != nil {
+		q.Set("cid-version", strconv.Itoa(*p.CIDVersion))
+	}
+	if p.RawLeaves != nil {
+		q.Set("raw-leaves", strconv.FormatBool(*p.RawLeaves))
+	}
+	setStr("hash", p.Hash)
+	setBool("inline", p.Inline)
+	setInt("inline-limit", p.InlineLimit)
+	setBool("wrap-with-directory", p.Wrap)
+	setStr("name", p.Name)
+	setInt("rmin", p.RMin)
+	setInt("rmax", p.RMax)
+	return q
+}
+
+func localQuery(local bool) url.Values {
+	if !local {
+		return nil
+	}
+	return url.Values{"local": {"true"}}
+}
+
+// url is the address of the endpoint made of segments, each escaped so
+// that a CID or peer ID given by a user stays one path segment.
+func (c *Client) url(q url.Values, segments ...string) string {
+	var b strings.Builder
+	b.WriteString(c.base.Scheme + "://" + c.base.Host + c.base.EscapedPath())
+	for _, s := range segments {
+		b.WriteByte('/')
+		b.WriteString(url.PathEscape(s))
+	}
+	if len(q) > 0 {
+		b.WriteByte('?')
+		b.WriteString(q.Encode())
+	}
+	return b.String()
+}
+
+// do sends a request and decodes a 2xx answer's JSON into out (unless out
+// is nil).
+func (c *Client) do(ctx context.Context, method, u string, body io.Reader, contentType string, out any) error {
+	resp, err := c.send(ctx, method, u, body, contentType)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return c.answerError(ctx, "its answer is malformed", err)
+	}
+	return nil
+}
+
+// send makes the request and returns a 2xx response, or the error.
+func (c *Client) send(ctx context.Context, method, u string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("build request to the shoal API at %s: %w", c.addr, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
+		if _, isPipe := body.(*io.PipeReader); isPipe {
+			req.ContentLength = -1 // chunked: any size
+		}
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.auth != nil {
+		c.auth(req)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.transportError(ctx, err)
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	// The API's errors are small; a page from something else may not be.
+	var e api.Error
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &e) != nil || e.Message == "" {
+		e.Message = fmt.Sprintf("the shoal API at %s answered %s", c.addr, resp.Status)
+	}
+	return nil, &Error{Code: resp.StatusCode, Message: e.Message}
+}
+
+// transportError turns a failed round trip into one sentence, keeping the
+// cause for errors.Is.
+func (c *Client) transportError(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return &netError{fmt.Sprintf("cannot reach the shoal API at %s: is the daemon running?", c.addr), err}
+	}
+	var ue *url.Error
+	cause := err
+	if errors.As(err, &ue) {
+		cause = ue.Err
+	}
+	return &netError{fmt.Sprintf("cannot reach the shoal API at %s: %v", c.addr, cause), err}
+}
+
+// answerError reports an answer that could not be read.
+func (c *Client) answerError(ctx context.Context, what string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return ctxErr
+	}
+	return &netError{fmt.Sprintf("the shoal API at %s failed: %s (%v)", c.addr, what, err), err}
+}

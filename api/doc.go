@@ -1,0 +1,35 @@
+// Package api is shoal's REST API: HTTP/JSON on the peer's API address,
+// NDJSON for streams, multipart uploads for add. The daemon implements
+// Backend; Server serves it; package api/client is the Go client the CLI
+// uses.
+//
+// Endpoints:
+//
+//	GET    /id                  ID
+//	GET    /version             {"version": "..."}
+//	GET    /peers               []Peer
+//	DELETE /peers/{id}          remove a peer
+//	GET    /pins                []Pin
+//	POST   /pins                PinRequest -> Pin (add or update)
+//	DELETE /pins/{cid}          Pin (the removed pin)
+//	GET    /status[?local=true] []PinStatus (NDJSON)
+//	GET    /status/{cid}        PinStatus
+//	POST   /add?PARAMS          multipart file -> AddResult
+//	GET    /health              {"status": "ok"}
+//
+// Errors are {"code": N, "message": "one sentence"} with the HTTP status N:
+// 400 for malformed input, 401 without valid credentials, 404 for an
+// unknown pin or peer, 409 for a conflict (e.g. rmin above the peers that
+// can hold the pin), 413 for an oversized body, 503 without a leader.
+package api
+
+import "errors"
+
+// Sentinel errors a Backend wraps so that the server answers with the
+// right status.
+var (
+	ErrBadRequest  = errors.New("bad request") // 400
+	ErrNotFound    = errors.New("not found")   // 404
+	ErrConflict    = errors.New("conflict")    // 409
+	ErrUnavailable = errors.New("unavailable") // 503
+)

@@ -1,0 +1,803 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/shoal-project/shoal/config"
+	"github.com/shoal-project/shoal/dag"
+)
+
+// DefaultMaxBodyBytes bounds JSON request bodies when ServerConfig gives no
+// bound: pin and peer requests are a few hundred bytes, so 1 MiB refuses
+// abuse early (the same default as config.Default).
+const DefaultMaxBodyBytes = 1 << 20
+
+// shutdownGrace is how long Close lets in-flight requests finish before it
+// cancels them: long enough for any pin or status request, while adds and
+// pins with --wait, which may run for hours, are cancelled.
+const shutdownGrace = 5 * time.Second
+
+// ServerConfig configures a Server; config.API holds the same fields as the
+// operator writes them.
+type ServerConfig struct {
+	// Listen is HOST:PORT, used by Start.
+	Listen string
+	// BasicAuth maps user names to passwords.
+	BasicAuth map[string]string
+	// BearerTokens are accepted as "Authorization: Bearer TOKEN".
+	BearerTokens []string
+	// MaxBodyBytes bounds JSON request bodies; 0 means
+	// DefaultMaxBodyBytes. Uploads to /add are not bounded: they stream.
+	MaxBodyBytes int64
+	// AllowUnauthenticatedRemote permits a non-loopback Listen without
+	// auth.
+	AllowUnauthenticatedRemote bool
+}
+
+// Validate checks the fields against each other.
+func (c ServerConfig) Validate() error {
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("API listen address %q is not HOST:PORT", c.Listen)
+	}
+	if !c.authEnabled() && !c.AllowUnauthenticatedRemote && !isLoopback(host) {
+		return fmt.Errorf("API listen address %s is not a loopback address and no auth is configured; configure basic auth or bearer tokens, or allow unauthenticated remote access", c.Listen)
+	}
+	if c.MaxBodyBytes < 0 {
+		return fmt.Errorf("API max body bytes %d is negative", c.MaxBodyBytes)
+	}
+	for user := range c.BasicAuth {
+		if user == "" || strings.Contains(user, ":") {
+			return fmt.Errorf("API basic auth user %q must be non-empty and hold no colon", user)
+		}
+	}
+	for _, t := range c.BearerTokens {
+		if t == "" {
+			return errors.New("API bearer tokens must not be empty")
+		}
+	}
+	return nil
+}
+
+func (c ServerConfig) authEnabled() bool { return len(c.BasicAuth) > 0 || len(c.BearerTokens) > 0 }
+
+// isLoopback reports whether host is only reachable from this machine. An
+// empty host (":9094") listens on every interface.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Server serves a Backend over HTTP. Start (or Serve) starts it; Close
+// stops it and waits for every request it was handling.
+type Server struct {
+	cfg     ServerConfig
+	maxBody int64
+	b       Backend
+	version string
+	handler http.Handler
+	srv     *http.Server
+	// base is the parent of every request's context; cancel cancels the
+	// requests still running when the shutdown grace has passed.
+	base   context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	ln       net.Listener
+	closing  bool
+	inflight sync.WaitGroup // handlers running; Add under mu while !closing
+	serving  sync.WaitGroup // Start's Serve goroutine
+}
+
+// NewServer returns a server of b. It refuses a configuration that would
+// expose the API to the network without auth. version is what /version
+// reports (and ID, when the backend leaves its version empty).
+func NewServer(cfg ServerConfig, b Backend, version string) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, maxBody: cfg.MaxBodyBytes, b: b, version: version}
+	if s.maxBody == 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	s.handler = s.track(s.authenticate(s.routes()))
+	s.srv = &http.Server{
+		Handler: s.handler,
+		// Bounds a client that opens a connection and sends nothing (or
+		// a header a byte at a time). Bodies have no deadline: an add
+		// streams for as long as the file takes.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return s.base },
+	}
+	return s, nil
+}
+
+// Handler is the server's whole HTTP handler (auth included), for
+// httptest and for mounting the API elsewhere.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Start listens on the configured address and serves in the background
+// until Close.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on API address %s: %w", s.cfg.Listen, err)
+	}
+	if err := s.setListener(ln); err != nil {
+		ln.Close()
+		return err
+	}
+	s.serving.Go(func() { _ = s.srv.Serve(ln) })
+	return nil
+}
+
+// Serve serves on ln until Close, when it returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.setListener(ln); err != nil {
+		return err
+	}
+	if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) setListener(ln net.Listener) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closing:
+		return errors.New("the API server is closed")
+	case s.ln != nil:
+		return errors.New("the API server is already serving")
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the address the server listens on (with the actual port when the
+// configuration asked for port 0), or the configured one before it starts.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return s.ln.Addr().String()
+	}
+	return s.cfg.Listen
+}
+
+// Close stops accepting requests, lets those in flight finish for a few
+// seconds, then cancels the contexts of any still running and waits for
+// them to return.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+// Shutdown is Close with the grace period ending when ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.cancel()
+		_ = s.srv.Close()
+	}
+	s.inflight.Wait()
+	s.serving.Wait()
+	s.cancel()
+	return nil
+}
+
+// track counts running handlers so that Shutdown can wait for them, and
+// refuses requests that arrive while it does.
+func (s *Server) track(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			writeError(w, http.StatusServiceUnavailable, "the API server is shutting down")
+			return
+		}
+		s.inflight.Add(1)
+		s.mu.Unlock()
+		defer s.inflight.Done()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authenticate requires valid credentials when any are configured. /health
+// stays open for load balancers and supervisors: it says nothing but "up".
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	if !s.cfg.authEnabled() {
+		return next
+	}
+	// Secrets are compared as SHA-256 digests so that the comparison takes
+	// the same time whatever their lengths.
+	users := make(map[string][32]byte, len(s.cfg.BasicAuth))
+	for u, p := range s.cfg.BasicAuth {
+		users[u] = sha256.Sum256([]byte(p))
+	}
+	tokens := make([][32]byte, len(s.cfg.BearerTokens))
+	for i, t := range s.cfg.BearerTokens {
+		tokens[i] = sha256.Sum256([]byte(t))
+	}
+	var challenges []string
+	if len(users) > 0 {
+		challenges = append(challenges, `Basic realm="shoal", charset="UTF-8"`)
+	}
+	if len(tokens) > 0 {
+		challenges = append(challenges, `Bearer realm="shoal"`)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ok := false
+		given := r.Header.Get("Authorization")
+		if user, pass, isBasic := r.BasicAuth(); isBasic {
+			want, known := users[user]
+			got := sha256.Sum256([]byte(pass))
+			ok = subtle.ConstantTimeCompare(got[:], want[:]) == 1 && known
+		} else if scheme, tok, found := strings.Cut(given, " "); found && strings.EqualFold(scheme, "Bearer") {
+			got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+			for _, want := range tokens {
+				// No early exit: every token is compared.
+				if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
+					ok = true
+				}
+			}
+		}
+		if ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		for _, c := range challenges {
+			w.Header().Add("WWW-Authenticate", c)
+		}
+		msg := "this API needs credentials: basic auth or a bearer token"
+		if given != "" {
+			msg = "the API credentials are wrong"
+		}
+		writeError(w, http.StatusUnauthorized, msg)
+	})
+}
+
+// handler serves one endpoint given its checked query. It writes a
+// successful answer itself and returns the error of a failed one.
+type handler func(w http.ResponseWriter, r *http.Request, q url.Values) error
+
+// routes maps each endpoint of doc.go to its handler and the query
+// parameters it takes. A known path asked with another method answers 405
+// and an unknown path 404, both in JSON.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	routes := []struct {
+		pattern string
+		query   []string
+		h       handler
+	}{
+		{"GET /id", nil, s.getID},
+		{"GET /version", nil, s.getVersion},
+		{"GET /health", nil, s.getHealth},
+		{"GET /peers", nil, s.getPeers},
+		{"DELETE /peers/{id}", nil, s.deletePeer},
+		{"GET /pins", nil, s.getPins},
+		{"POST /pins", nil, s.postPin},
+		{"DELETE /pins/{cid}", nil, s.deletePin},
+		{"GET /status", []string{"local"}, s.getStatusAll},
+		{"GET /status/{cid}", []string{"local"}, s.getStatus},
+		{"POST /add", addQueryParams, s.postAdd},
+	}
+	allowed := map[string][]string{}
+	var paths []string
+	for _, rt := range routes {
+		mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
+			q, err := queryParams(r, rt.query...)
+			if err == nil {
+				err = rt.h(w, r, q)
+			}
+			if err != nil {
+				writeErr(w, err)
+			}
+		})
+		method, path, _ := strings.Cut(rt.pattern, " ")
+		if allowed[path] == nil {
+			paths = append(paths, path)
+		}
+		allowed[path] = append(allowed[path], method)
+		if method == http.MethodGet {
+			allowed[path] = append(allowed[path], http.MethodHead)
+		}
+	}
+	for _, path := range paths {
+		allow := strings.Join(allowed[path], ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s is not supported; use %s", r.Method, path, allow))
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint at %s", r.URL.Path))
+	})
+	return mux
+}
+
+func (s *Server) getID(w http.ResponseWriter, r *http.Request, _ url.Values) error {
+	id := s.b.ID(r.Context())
+	if id.Version == "" {
+		id.Version = s.version
+	}
+	writeJSON(w, http.StatusOK, id)
+	return nil
+}
+
+func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request, _ url.Values) error {
+	writeJSON(w, http.StatusOK, map[string]string{"version": s.version})
+	return nil
+}
+
+func (s *Server) getHealth(w http.ResponseWriter, _ *http.Request, _ url.Values) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) getPeers(w http.ResponseWriter, r *http.Request, _ url.Values) error {
+	peers, err := s.b.Peers(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(peers))
+	return nil
+}
+
+func (s *Server) deletePeer(w http.ResponseWriter, r *http.Request, _ url.Values) error {
+	id, err := peer.Decode(r.PathValue("id"))
+	if err != nil {
+		return badRequest("%q is not a peer ID", r.PathValue("id"))
+	}
+	if err := s.b.RemovePeer(r.Context(), id.String()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) getPins(w http.ResponseWriter, r *http.Request, _ url.Values) error {
+	pins, err := s.b.Pins(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(pins))
+	return nil
+}
+
+func (s *Server) postPin(w http.ResponseWriter, r *http.Request, _ url.Values) error {
+	var req PinRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if req.CID == "" {
+		return badRequest("the pin request has no cid")
+	}
+	c, err := parseCID(req.CID)
+	if err != nil {
+		return err
+	}
+	req.CID = c
+	if err := checkReplication(req.RMin, req.RMax); err != nil {
+		return err
+	}
+	if req.Timeout < 0 {
+		return badRequest("timeout %s is negative", req.Timeout)
+	}
+	pin, err := s.b.Pin(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, pin)
+	return nil
+}
+
+func (s *Server) deletePin(w http.ResponseWriter, r *http.Request, _ url.Values) error {
+	c, err := parseCID(r.PathValue("cid"))
+	if err != nil {
+		return err
+	}
+	pin, err := s.b.Unpin(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, pin)
+	return nil
+}
+
+func (s *Server) getStatus(w http.ResponseWriter, r *http.Request, q url.Values) error {
+	local, err := boolParam(q, "local")
+	if err != nil {
+		return err
+	}
+	c, err := parseCID(r.PathValue("cid"))
+	if err != nil {
+		return err
+	}
+	st, err := s.b.Status(r.Context(), c, local)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// getStatusAll streams NDJSON, one PinStatus a line, each line flushed so
+// that a client prints a large pinset as it arrives.
+func (s *Server) getStatusAll(w http.ResponseWriter, r *http.Request, q url.Values) error {
+	local, err := boolParam(q, "local")
+	if err != nil {
+		return err
+	}
+	sts, err := s.b.StatusAll(r.Context(), local)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	for _, st := range sts {
+		if enc.Encode(st) != nil || rc.Flush() != nil {
+			break // the client went away
+		}
+	}
+	return nil
+}
+
+// addQueryParams are the query parameters of POST /add, spelled as the
+// CLI's flags.
+var addQueryParams = []string{
+	"chunker", "trickle", "cid-version", "raw-leaves", "hash", "inline", "inline-limit",
+	"wrap-with-directory", "name", "rmin", "rmax", "allow-big-block",
+}
+
+// postAdd streams the first part of a multipart/form-data body into
+// Backend.Add: the body is never held in memory or on disk here. The
+// part's filename becomes the add's name unless the query gives one.
+func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) error {
+	p, err := parseAddParams(q)
+	if err != nil {
+		return err
+	}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return badRequest("add needs a multipart/form-data body holding the file")
+	}
+	part, err := mr.NextPart()
+	if errors.Is(err, io.EOF) {
+		return badRequest("the multipart body holds no file")
+	}
+	if err != nil {
+		return badRequest("the multipart body is malformed: %v", err)
+	}
+	defer part.Close()
+	if p.Name == "" {
+		p.Name = part.FileName()
+	}
+	res, err := s.b.Add(r.Context(), part, p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// DAGOptions are the DAG flags of an add as package dag takes them.
+func (p AddParams) DAGOptions() dag.Options {
+	o := dag.Options{
+		Chunker:       p.Chunker,
+		AllowBigBlock: p.AllowBigBlock,
+		Trickle:       p.Trickle,
+		Hash:          p.Hash,
+		Inline:        p.Inline,
+		InlineLimit:   p.InlineLimit,
+	}
+	if p.CIDVersion != nil {
+		o.CIDVersion, o.CIDVersionSet = *p.CIDVersion, true
+	}
+	if p.RawLeaves != nil {
+		o.RawLeaves, o.RawLeavesSet = *p.RawLeaves, true
+	}
+	return o
+}
+
+// parseAddParams reads and validates the query of POST /add, so that a bad
+// flag is refused before any byte of the upload is read.
+func parseAddParams(q url.Values) (AddParams, error) {
+	var p AddParams
+	var err error
+	intParam := func(name string) *int {
+		if err != nil || !q.Has(name) {
+			return nil
+		}
+		n, perr := strconv.Atoi(q.Get(name))
+		if perr != nil {
+			err = badRequest("query parameter %s must be an integer, not %q", name, q.Get(name))
+			return nil
+		}
+		return &n
+	}
+	boolP := func(name string) *bool {
+		if err != nil || !q.Has(name) {
+			return nil
+		}
+		b, berr := boolParam(q, name)
+		if berr != nil {
+			err = berr
+			return nil
+		}
+		return &b
+	}
+	deref := func(b *bool) bool { return b != nil && *b }
+	p.Chunker = q.Get("chunker")
+	p.Hash = q.Get("hash")
+	p.Name = q.Get("name")
+	p.Trickle = deref(boolP("trickle"))
+	p.Inline = deref(boolP("inline"))
+	p.Wrap = deref(boolP("wrap-with-directory"))
+	p.AllowBigBlock = deref(boolP("allow-big-block"))
+	p.RawLeaves = boolP("raw-leaves")
+	p.CIDVersion = intParam("cid-version")
+	if n := intParam("inline-limit"); n != nil {
+		p.InlineLimit = *n
+	}
+	if n := intParam("rmin"); n != nil {
+		p.RMin = *n
+	}
+	if n := intParam("rmax"); n != nil {
+		p.RMax = *n
+	}
+	if err != nil {
+		return AddParams{}, err
+	}
+	if p.InlineLimit < 0 {
+		return AddParams{}, badRequest("inline-limit %d is negative", p.InlineLimit)
+	}
+	if err := checkReplication(p.RMin, p.RMax); err != nil {
+		return AddParams{}, err
+	}
+	if _, err := p.DAGOptions().Params(); err != nil {
+		return AddParams{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	return p, nil
+}
+
+// checkReplication validates the replication factors of a request, where 0
+// means the configured default.
+func checkReplication(rmin, rmax int) error {
+	var err error
+	switch {
+	case rmin == 0 && rmax == 0:
+	case rmin == 0:
+		// Any valid maximum passes with a minimum of 1.
+		err = config.CheckReplication(1, rmax)
+	case rmax == 0:
+		// Any valid minimum passes with a maximum of -1.
+		err = config.CheckReplication(rmin, -1)
+	default:
+		err = config.CheckReplication(rmin, rmax)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	return nil
+}
+
+// parseCID validates s and returns it in its canonical string form, so that
+// the backend sees one spelling per CID.
+func parseCID(s string) (string, error) {
+	c, err := cid.Decode(s)
+	if err != nil {
+		return "", badRequest("%q is not a CID", s)
+	}
+	return c.String(), nil
+}
+
+// queryParams parses the query and refuses parameters outside allowed and
+// parameters given twice.
+func queryParams(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badRequest("the query string is malformed")
+	}
+	for name, vals := range q {
+		known := false
+		for _, a := range allowed {
+			known = known || a == name
+		}
+		switch {
+		case !known && len(allowed) == 0:
+			return nil, badRequest("%s takes no query parameters, got %q", r.URL.Path, name)
+		case !known:
+			return nil, badRequest("unknown query parameter %q (known: %s)", name, strings.Join(allowed, ", "))
+		case len(vals) > 1:
+			return nil, badRequest("query parameter %s is given %d times", name, len(vals))
+		}
+	}
+	return q, nil
+}
+
+// boolParam reads an optional true/false parameter.
+func boolParam(q url.Values, name string) (bool, error) {
+	if !q.Has(name) {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(q.Get(name))
+	if err != nil {
+		return false, badRequest("query parameter %s must be true or false, not %q", name, q.Get(name))
+	}
+	return b, nil
+}
+
+// decodeJSON reads one JSON object of at most maxBody bytes into v,
+// refusing unknown fields and trailing data.
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body := http.MaxBytesReader(w, r.Body, s.maxBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// One object only: anything after it but white space is an error.
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = errTrailing
+			if terr != nil && !isSyntaxError(terr) {
+				err = terr
+			}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var (
+		maxErr    *http.MaxBytesError
+		syntaxErr *json.SyntaxError
+		typeErr   *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &maxErr):
+		return &statusError{http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is larger than %d bytes", maxErr.Limit)}
+	case errors.Is(err, errTrailing):
+		return badRequest("the request body holds more than one JSON value")
+	case errors.As(err, &syntaxErr):
+		return badRequest("the request body is malformed JSON at byte %d", syntaxErr.Offset)
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return badRequest("field %q of the request body must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type), typeErr.Value)
+	case errors.As(err, &typeErr):
+		return badRequest("the request body must be a JSON object, not %s", typeErr.Value)
+	case errors.Is(err, io.EOF):
+		return badRequest("the request body is empty; expected a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("the request body ends in the middle of its JSON")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return badRequest("the request body has an unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	// A read error (the client went away) or a JSON error without a type.
+	return badRequest("the request body could not be read: %v", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+var errTrailing = errors.New("trailing data")
+
+func isSyntaxError(err error) bool {
+	var se *json.SyntaxError
+	return errors.As(err, &se)
+}
+
+// jsonKind names what JSON value a Go type takes.
+func jsonKind(t reflect.Type) string {
+	if t == reflect.TypeFor[time.Duration]() {
+		return "an integer (nanoseconds)"
+	}
+	kind := t.Kind().String()
+	switch {
+	case strings.HasPrefix(kind, "int"), strings.HasPrefix(kind, "uint"):
+		return "an integer"
+	case strings.HasPrefix(kind, "float"):
+		return "a number"
+	case kind == "bool":
+		return "true or false"
+	case kind == "string":
+		return "a string"
+	case kind == "slice", kind == "array":
+		return "an array"
+	}
+	return "an object"
+}
+
+// statusError is an error answered with its own status and message.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &statusError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+// Status is the HTTP status the API answers err with.
+func Status(err error) int {
+	var se *statusError
+	switch {
+	case errors.As(err, &se):
+		return se.code
+	case errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// writeErr answers err with its status and message. The message drops the
+// sentinel's own text where it leads or ends it ("bad request: X",
+// "X: not found"): the status says it.
+func writeErr(w http.ResponseWriter, err error) {
+	code := Status(err)
+	msg := err.Error()
+	for _, s := range []error{ErrBadRequest, ErrNotFound, ErrConflict, ErrUnavailable} {
+		msg = strings.TrimPrefix(msg, s.Error()+": ")
+		msg = strings.TrimSuffix(msg, ": "+s.Error())
+	}
+	writeError(w, code, msg)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, Error{Code: code, Message: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(Error{Code: code, Message: fmt.Sprintf("encode the answer: %v", err)})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

@@ -1,0 +1,140 @@
+package api
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// ID describes a peer: what `shoal id --json` prints.
+type ID struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Addresses are full multiaddrs ending in /p2p/ID, ready for
+	// `shoal daemon --bootstrap`.
+	Addresses []string `json:"addresses"`
+	Version   string   `json:"version"`
+}
+
+// Peer is one cluster member as `shoal peers ls --json` prints it.
+type Peer struct {
+	ID        string   `json:"id"`
+	Name      string   `json:"name"`
+	Addresses []string `json:"addresses"`
+	// Role is leader, follower, candidate or nonvoter.
+	Role  string `json:"role"`
+	Alive bool   `json:"alive"`
+	// Error says why the peer could not be asked, when it is not alive.
+	Error string `json:"error,omitempty"`
+	// Capacity, Used and Free are the peer's storage figures in bytes,
+	// when it answered.
+	Capacity int64 `json:"capacity,omitempty"`
+	Used     int64 `json:"used,omitempty"`
+	Free     int64 `json:"free,omitempty"`
+}
+
+// Pin is one entry of the cluster's pinset (`shoal pin ls --json`).
+type Pin struct {
+	CID         string    `json:"cid"`
+	Name        string    `json:"name"`
+	RMin        int       `json:"rmin"`
+	RMax        int       `json:"rmax"`
+	Allocations []string  `json:"allocations"`
+	Created     time.Time `json:"created"`
+	Updated     time.Time `json:"updated"`
+}
+
+// PinRequest asks for a pin. RMin and RMax of 0 mean the configured
+// defaults.
+type PinRequest struct {
+	CID  string `json:"cid"`
+	Name string `json:"name"`
+	RMin int    `json:"rmin"`
+	RMax int    `json:"rmax"`
+	// Wait makes the request return only once the pin is pinned on RMin
+	// peers, or fail when Timeout passes.
+	Wait    bool          `json:"wait"`
+	Timeout time.Duration `json:"timeout"`
+}
+
+// Per-peer pin states.
+const (
+	StatusQueued      = "queued"
+	StatusPinning     = "pinning"
+	StatusPinned      = "pinned"
+	StatusPinError    = "pin_error"
+	StatusUnpinning   = "unpinning"
+	StatusUnpinned    = "unpinned"
+	StatusRemote      = "remote"
+	StatusUnreachable = "unreachable"
+)
+
+// PeerStatus is one peer's state for one pin.
+type PeerStatus struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// PinStatus is a pin's state on every peer that should hold it (`shoal
+// status --json`).
+type PinStatus struct {
+	CID         string                `json:"cid"`
+	Name        string                `json:"name"`
+	RMin        int                   `json:"rmin"`
+	RMax        int                   `json:"rmax"`
+	Allocations []string              `json:"allocations"`
+	Peers       map[string]PeerStatus `json:"peers"`
+}
+
+// AddParams are the DAG and tree flags of an add, sent as URL query
+// parameters spelled as the CLI flags are.
+type AddParams struct {
+	Chunker       string `json:"chunker"`
+	AllowBigBlock bool   `json:"allow-big-block"`
+	Trickle       bool   `json:"trickle"`
+	// CIDVersion and RawLeaves are pointers so that "not given" differs
+	// from the zero value, as Kubo's implications require.
+	CIDVersion  *int   `json:"cid-version"`
+	RawLeaves   *bool  `json:"raw-leaves"`
+	Hash        string `json:"hash"`
+	Inline      bool   `json:"inline"`
+	InlineLimit int    `json:"inline-limit"`
+	Wrap        bool   `json:"wrap-with-directory"`
+	Name        string `json:"name"`
+	RMin        int    `json:"rmin"`
+	RMax        int    `json:"rmax"`
+}
+
+// AddResult is the outcome of an add: the root, pinned in the cluster.
+type AddResult struct {
+	CID  string `json:"cid"`
+	Name string `json:"name"`
+	Size uint64 `json:"size"`
+	Pin  Pin    `json:"pin"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// Backend is what the API serves; the daemon implements it. Every method
+// is called on the HTTP request's goroutine, concurrently with others, with
+// the request's context, and must be safe for that. Errors that wrap one of
+// the sentinel errors of this package map to their HTTP status; others are
+// 500.
+type Backend interface {
+	ID(ctx context.Context) ID
+	Peers(ctx context.Context) ([]Peer, error)
+	RemovePeer(ctx context.Context, id string) error
+	Pin(ctx context.Context, req PinRequest) (Pin, error)
+	Unpin(ctx context.Context, cid string) (Pin, error)
+	Pins(ctx context.Context) ([]Pin, error)
+	// Status of one pin; local restricts it to this peer's own view.
+	Status(ctx context.Context, cid string, local bool) (PinStatus, error)
+	StatusAll(ctx context.Context, local bool) ([]PinStatus, error)
+	// Add ingests r (a file's bytes) and pins the root.
+	Add(ctx context.Context, r io.Reader, p AddParams) (AddResult, error)
+}

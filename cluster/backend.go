@@ -1,0 +1,410 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/shoal-project/shoal/allocate"
+	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/config"
+	"github.com/shoal-project/shoal/consensus"
+	"github.com/shoal-project/shoal/dag"
+	"github.com/shoal-project/shoal/ingest"
+	"github.com/shoal-project/shoal/store"
+)
+
+// backend serves the REST API from a Peer.
+type backend struct{ p *Peer }
+
+var _ api.Backend = backend{}
+
+func (b backend) ID(context.Context) api.ID {
+	return api.ID{ID: b.p.host.ID().String(), Name: b.p.cfg.PeerName, Addresses: b.p.fullAddrs(), Version: b.p.opts.Version}
+}
+
+// mapErr turns consensus errors into the API's sentinels.
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrClosed):
+		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+	case errors.Is(err, consensus.ErrInvalidOp):
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	case errors.Is(err, consensus.ErrUnknownPeer), errors.Is(err, consensus.ErrNotPinned):
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	}
+	return err
+}
+
+// peerInfo is one member with what it answered (or why it did not).
+type peerInfo struct {
+	member consensus.Member
+	info   info
+	err    error
+}
+
+// survey asks every member for its info, concurrently.
+func (b backend) survey(ctx context.Context) ([]peerInfo, error) {
+	members, err := b.p.cons.Peers(ctx)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	out := make([]peerInfo, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		out[i].member = m
+		if m.ID == b.p.host.ID() {
+			out[i].info = b.p.localInfo()
+			continue
+		}
+		wg.Go(func() { out[i].err = b.p.call(ctx, m.ID, protoInfo, struct{}{}, &out[i].info) })
+	}
+	wg.Wait()
+	return out, nil
+}
+
+func (b backend) Peers(ctx context.Context) ([]api.Peer, error) {
+	infos, err := b.survey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	leader := b.p.cons.Leader()
+	out := make([]api.Peer, 0, len(infos))
+	for _, pi := range infos {
+		role := "follower"
+		switch {
+		case pi.member.ID == leader:
+			role = "leader"
+		case !pi.member.Voter:
+			role = "nonvoter"
+		}
+		ap := api.Peer{ID: pi.member.ID.String(), Name: pi.info.Name, Role: role, Alive: pi.err == nil,
+			Capacity: pi.info.Capacity, Used: pi.info.Used, Free: pi.info.Free}
+		ap.Addresses = pi.info.Addresses
+		if pi.err != nil {
+			ap.Error = pi.err.Error()
+			for _, a := range b.p.host.PeerAddrs(pi.member.ID) {
+				ap.Addresses = append(ap.Addresses, a.String()+"/p2p/"+pi.member.ID.String())
+			}
+		}
+		if ap.Addresses == nil {
+			ap.Addresses = []string{}
+		}
+		out = append(out, ap)
+	}
+	return out, nil
+}
+
+func (b backend) RemovePeer(ctx context.Context, id string) error {
+	pid, err := peer.Decode(id)
+	if err != nil {
+		return fmt.Errorf("%w: %q is not a peer ID", api.ErrBadRequest, id)
+	}
+	// Learn where the peer is before it leaves the configuration, to tell
+	// it afterwards.
+	b.p.learnAddrs(ctx, pid)
+	if err := b.p.cons.RemovePeer(ctx, pid); err != nil {
+		return mapErr(err)
+	}
+	if pid != b.p.host.ID() {
+		// Best effort: a peer that is down learns it when it restarts
+		// and finds every member refusing it.
+		if err := b.p.call(ctx, pid, protoRemoved, struct{}{}, &struct{}{}); err != nil {
+			b.p.log("tell %s it was removed: %v", pid, err)
+		}
+	} else {
+		b.p.markRemoved()
+	}
+	return nil
+}
+
+func toAPIPin(p consensus.Pin) api.Pin {
+	allocs := make([]string, len(p.Allocations))
+	for i, a := range p.Allocations {
+		allocs[i] = a.String()
+	}
+	return api.Pin{CID: p.CID.String(), Name: p.Name, RMin: p.RMin, RMax: p.RMax, Allocations: allocs,
+		Created: p.Created, Updated: p.Updated}
+}
+
+func parseCID(s string) (cid.Cid, error) {
+	c, err := cid.Decode(s)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("%w: %q is not a CID", api.ErrBadRequest, s)
+	}
+	return c, nil
+}
+
+func (b backend) Pin(ctx context.Context, req api.PinRequest) (api.Pin, error) {
+	c, err := parseCID(req.CID)
+	if err != nil {
+		return api.Pin{}, err
+	}
+	p, err := b.pin(ctx, c, req.Name, req.RMin, req.RMax, 0, nil)
+	if err != nil {
+		return api.Pin{}, err
+	}
+	if req.Wait {
+		if err := b.waitPinned(ctx, p, req.Timeout); err != nil {
+			return toAPIPin(p), err
+		}
+	}
+	return toAPIPin(p), nil
+}
+
+// pin allocates and commits a pin of c. prefer are peers that hold the
+// content already.
+func (b backend) pin(ctx context.Context, c cid.Cid, name string, rmin, rmax int, size int64, prefer []peer.ID) (consensus.Pin, error) {
+	if rmin == 0 {
+		rmin = b.p.cfg.Pinning.ReplicationMin
+	}
+	if rmax == 0 {
+		rmax = b.p.cfg.Pinning.ReplicationMax
+		if rmin > rmax || rmin == consensus.Everywhere {
+			rmax = rmin
+		}
+	}
+	if err := config.CheckReplication(rmin, rmax); err != nil {
+		return consensus.Pin{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	pin := consensus.NewPin(c)
+	pin.Name, pin.RMin, pin.RMax = name, rmin, rmax
+	now := time.Now().UTC()
+	pin.Created = now
+	current := prefer
+	if old, ok := b.p.cons.State().Get(c); ok {
+		pin.Created = old.Created
+		current = append(slices.Clone(old.Allocations), prefer...)
+	}
+	if rmax != consensus.Everywhere {
+		infos, err := b.survey(ctx)
+		if err != nil {
+			return consensus.Pin{}, err
+		}
+		var cands []allocate.Candidate
+		for _, pi := range infos {
+			if pi.err == nil {
+				cands = append(cands, allocate.Candidate{ID: pi.member.ID.String(), Free: pi.info.Free})
+			}
+		}
+		cur := make([]string, len(current))
+		for i, a := range current {
+			cur[i] = a.String()
+		}
+		ids, err := allocate.Allocate(allocate.Request{Size: size, RMin: rmin, RMax: rmax, Current: cur}, cands)
+		if err != nil {
+			return consensus.Pin{}, fmt.Errorf("%w: pin %s: %v", api.ErrConflict, c, err)
+		}
+		for _, id := range ids {
+			pid, _ := peer.Decode(id)
+			pin.Allocations = append(pin.Allocations, pid)
+		}
+	}
+	pin.Updated = now
+	if err := b.p.cons.Commit(ctx, consensus.PinOp(pin, now)); err != nil {
+		return consensus.Pin{}, mapErr(err)
+	}
+	b.readOwnWrite(ctx, func() bool {
+		got, ok := b.p.cons.State().Get(c)
+		return ok && got.Updated.Equal(now)
+	})
+	b.p.tracker.wake()
+	return pin, nil
+}
+
+// readOwnWrite waits, briefly, until this peer has applied a commit it
+// made, so that a client reading from the same peer next sees it. A
+// follower applies a commit within a heartbeat of the leader.
+func (b backend) readOwnWrite(ctx context.Context, applied func() bool) {
+	deadline := time.Now().Add(b.p.rpcTimeout)
+	for !applied() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitPinned polls the pin's status until RMin peers report it pinned.
+func (b backend) waitPinned(ctx context.Context, p consensus.Pin, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	need := p.RMin
+	for {
+		st, err := b.Status(ctx, p.CID.String(), false)
+		if err == nil {
+			n := 0
+			for _, ps := range st.Peers {
+				if ps.Status == api.StatusPinned {
+					n++
+				}
+			}
+			if need == consensus.Everywhere {
+				need = len(st.Peers)
+			}
+			if n >= need {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s is not pinned on %d peers after %s", p.CID, need, timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (b backend) Unpin(ctx context.Context, s string) (api.Pin, error) {
+	c, err := parseCID(s)
+	if err != nil {
+		return api.Pin{}, err
+	}
+	pin, ok := b.p.cons.State().Get(c)
+	if !ok {
+		return api.Pin{}, fmt.Errorf("%w: %s is not pinned", api.ErrNotFound, c)
+	}
+	if err := b.p.cons.Commit(ctx, consensus.UnpinOp(c, time.Now().UTC())); err != nil {
+		return api.Pin{}, mapErr(err)
+	}
+	b.readOwnWrite(ctx, func() bool { _, ok := b.p.cons.State().Get(c); return !ok })
+	b.p.tracker.wake()
+	return toAPIPin(pin), nil
+}
+
+func (b backend) Pins(context.Context) ([]api.Pin, error) {
+	pins := b.p.cons.State().Pins()
+	out := make([]api.Pin, len(pins))
+	for i, p := range pins {
+		out[i] = toAPIPin(p)
+	}
+	return out, nil
+}
+
+func (b backend) Status(ctx context.Context, s string, local bool) (api.PinStatus, error) {
+	c, err := parseCID(s)
+	if err != nil {
+		return api.PinStatus{}, err
+	}
+	pin, ok := b.p.cons.State().Get(c)
+	if !ok {
+		return api.PinStatus{}, fmt.Errorf("%w: %s is not pinned", api.ErrNotFound, c)
+	}
+	return b.status(ctx, pin, local)
+}
+
+func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api.PinStatus, error) {
+	ap := toAPIPin(pin)
+	st := api.PinStatus{CID: ap.CID, Name: ap.Name, RMin: ap.RMin, RMax: ap.RMax, Allocations: ap.Allocations,
+		Peers: map[string]api.PeerStatus{}}
+	self := b.p.host.ID()
+	holders := pin.Allocations
+	if pin.RMax == consensus.Everywhere {
+		members, err := b.p.cons.Peers(ctx)
+		if err != nil {
+			return api.PinStatus{}, mapErr(err)
+		}
+		holders = nil
+		for _, m := range members {
+			holders = append(holders, m.ID)
+		}
+	}
+	if local {
+		st.Peers[self.String()] = b.p.tracker.status(pin.CID)
+		return st, nil
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, h := range holders {
+		if h == self {
+			st.Peers[h.String()] = b.p.tracker.status(pin.CID)
+			continue
+		}
+		wg.Go(func() {
+			var resp map[string]api.PeerStatus
+			ps := api.PeerStatus{Status: api.StatusUnreachable}
+			if err := b.p.call(ctx, h, protoStatus, statusReq{CIDs: []string{pin.CID.String()}}, &resp); err != nil {
+				ps.Error = err.Error()
+			} else if r, ok := resp[pin.CID.String()]; ok {
+				ps = r
+			}
+			mu.Lock()
+			st.Peers[h.String()] = ps
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return st, nil
+}
+
+func (b backend) StatusAll(ctx context.Context, local bool) ([]api.PinStatus, error) {
+	pins := b.p.cons.State().Pins()
+	out := make([]api.PinStatus, 0, len(pins))
+	for _, p := range pins {
+		st, err := b.status(ctx, p, local)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Add ingests r into this peer's store, then pins the root with this peer
+// preferred (it holds the blocks); the others fetch from it. If the pin
+// cannot be committed, the stored blocks are deleted again.
+func (b backend) Add(ctx context.Context, r io.Reader, ap api.AddParams) (api.AddResult, error) {
+	opts := dag.Options{Chunker: ap.Chunker, AllowBigBlock: ap.AllowBigBlock, Trickle: ap.Trickle, Hash: ap.Hash,
+		Inline: ap.Inline, InlineLimit: ap.InlineLimit}
+	if ap.CIDVersion != nil {
+		opts.CIDVersion, opts.CIDVersionSet = *ap.CIDVersion, true
+	}
+	if ap.RawLeaves != nil {
+		opts.RawLeaves, opts.RawLeavesSet = *ap.RawLeaves, true
+	}
+	params, err := opts.Params()
+	if err != nil {
+		return api.AddResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	in, err := ingest.New(ingest.Config{Params: params})
+	if err != nil {
+		return api.AddResult{}, err
+	}
+	w, err := b.p.store.Create(ctx)
+	if err != nil {
+		return api.AddResult{}, err
+	}
+	defer w.Abort()
+	root, err := in.AddReader(ctx, r, ap.Name, ingest.AddOptions{Wrap: ap.Wrap}, sinkFunc(w.Put), nil)
+	if err != nil {
+		return api.AddResult{}, fmt.Errorf("%w: add: %v", api.ErrBadRequest, err)
+	}
+	key := root.CID.String()
+	b.p.tracker.protect(key)
+	defer b.p.tracker.unprotect(key)
+	info, err := w.Commit(ctx, key, root.CID)
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return api.AddResult{}, err
+	}
+	pin, err := b.pin(ctx, root.CID, ap.Name, ap.RMin, ap.RMax, info.Size, []peer.ID{b.p.host.ID()})
+	if err != nil {
+		if _, pinned := b.p.cons.State().Get(root.CID); !pinned {
+			_ = b.p.store.Delete(key)
+		}
+		return api.AddResult{}, err
+	}
+	return api.AddResult{CID: key, Name: ap.Name, Size: root.Size, Pin: toAPIPin(pin)}, nil
+}
+
+// sinkFunc adapts a block writer to ingest.Sink.
+type sinkFunc func(dag.Block) error
+
+func (f sinkFunc) Put(_ context.Context, b dag.Block) error { return f(b) }

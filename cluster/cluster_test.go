@@ -1,0 +1,217 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/config"
+	"github.com/shoal-project/shoal/dag"
+)
+
+// newTestPeers starts n in-process peers on loopback (real libp2p, real
+// Raft, real stores in temp dirs): the fast variant of the process-level
+// cluster tests in cmd/shoal.
+func newTestPeers(t *testing.T, n int) []*Peer {
+	t.Helper()
+	secret := make([]byte, 32)
+	for i := range secret {
+		secret[i] = byte(i)
+	}
+	var peers []*Peer
+	var boot []ma.Multiaddr
+	for i := range n {
+		dir := filepath.Join(t.TempDir(), fmt.Sprintf("peer%d", i))
+		cfg := config.Default()
+		cfg.PeerName = fmt.Sprintf("peer%d", i)
+		cfg.Secret = hex.EncodeToString(secret)
+		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+		cfg.API.Listen = "127.0.0.1:0"
+		cfg.Pinning = config.Pinning{ReplicationMin: 1, ReplicationMax: 2}
+		cfg.Consensus.HeartbeatTimeout = config.Duration(200 * time.Millisecond)
+		cfg.Consensus.ElectionTimeout = config.Duration(200 * time.Millisecond)
+		cfg.Consensus.LeaderLeaseTimeout = config.Duration(100 * time.Millisecond)
+		cfg.Consensus.CommitTimeout = config.Duration(20 * time.Millisecond)
+		cfg.Consensus.WaitForLeaderTimeout = config.Duration(5 * time.Second)
+		if _, err := config.Init(dir, cfg); err != nil {
+			t.Fatal(err)
+		}
+		p, err := Start(context.Background(), dir, Options{Bootstrap: boot, Logger: testLogger(t, i)})
+		if err != nil {
+			t.Fatalf("start peer%d: %v", i, err)
+		}
+		t.Cleanup(func() { p.Close() })
+		peers = append(peers, p)
+		if i == 0 {
+			a, err := ma.NewMultiaddr(p.fullAddrs()[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			boot = []ma.Multiaddr{a}
+		}
+	}
+	waitFor(t, 10*time.Second, func() error {
+		ps, err := backend{peers[0]}.Peers(context.Background())
+		if err != nil {
+			return err
+		}
+		alive := 0
+		for _, p := range ps {
+			if p.Alive {
+				alive++
+			}
+		}
+		if alive != n {
+			return fmt.Errorf("%d of %d peers alive", alive, n)
+		}
+		return nil
+	})
+	return peers
+}
+
+func waitFor(t *testing.T, d time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func seeded(seed string, n int) []byte {
+	r := rand.NewChaCha8(sha256.Sum256([]byte(seed)))
+	b := make([]byte, n)
+	r.Read(b)
+	return b
+}
+
+// TestAddReplicatesAndUnpins: a file added through one peer is stored on
+// rmax peers, verified block by block, and removed from all on unpin.
+func TestAddReplicatesAndUnpins(t *testing.T) {
+	peers := newTestPeers(t, 3)
+	ctx := context.Background()
+	data := seeded("shoal-golden-1048577", 1048577)
+	res, err := backend{peers[1]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "f", RMin: 2, RMax: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CID != "QmdSaj6ufqXz4byUKYGoeZ2gohe4K7H74eeqsWjw49vkUQ" {
+		t.Fatalf("root %s", res.CID)
+	}
+	if len(res.Pin.Allocations) != 2 || res.Pin.Allocations[0] != peers[1].ID().String() {
+		t.Fatalf("allocations %v: want 2, the adding peer first", res.Pin.Allocations)
+	}
+	root, _ := cid.Decode(res.CID)
+	waitFor(t, 10*time.Second, func() error {
+		st, err := backend{peers[0]}.Status(ctx, res.CID, false)
+		if err != nil {
+			return err
+		}
+		for id, ps := range st.Peers {
+			if ps.Status != api.StatusPinned {
+				return fmt.Errorf("%s: %s %s", id, ps.Status, ps.Error)
+			}
+		}
+		return nil
+	})
+	holders := 0
+	for _, p := range peers {
+		if p.store.Has(root) {
+			holders++
+			if !slices.Contains(res.Pin.Allocations, p.ID().String()) {
+				t.Errorf("%s holds the file but is not allocated", p.cfg.PeerName)
+			}
+		}
+	}
+	if holders != 2 {
+		t.Fatalf("%d peers hold the file, want 2", holders)
+	}
+	// Every allocated peer has the whole DAG: read it back by walking.
+	for _, p := range peers {
+		if !p.store.Has(root) {
+			continue
+		}
+		n := 0
+		if err := walkDAG(root, p.store.Get, func(b dag.Block) error { n++; return nil }); err != nil {
+			t.Fatalf("%s: %v", p.cfg.PeerName, err)
+		}
+		if n != 6 {
+			t.Fatalf("%s holds %d blocks, want 6", p.cfg.PeerName, n)
+		}
+	}
+	if _, err := (backend{peers[2]}).Unpin(ctx, res.CID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		for _, p := range peers {
+			if p.store.Used() != 0 {
+				return fmt.Errorf("%s still uses %d bytes", p.cfg.PeerName, p.store.Used())
+			}
+		}
+		return nil
+	})
+	if _, err := (backend{peers[0]}).Status(ctx, res.CID, false); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("status after unpin: %v, want not found", err)
+	}
+}
+
+// TestPinErrors: bad requests fail with the API's sentinels and change
+// nothing.
+func TestPinErrors(t *testing.T) {
+	peers := newTestPeers(t, 2)
+	b := backend{peers[0]}
+	ctx := context.Background()
+	c := "QmdSaj6ufqXz4byUKYGoeZ2gohe4K7H74eeqsWjw49vkUQ"
+	tests := []struct {
+		req  api.PinRequest
+		want error
+		msg  string
+	}{
+		{api.PinRequest{CID: "not-a-cid"}, api.ErrBadRequest, `bad request: "not-a-cid" is not a CID`},
+		{api.PinRequest{CID: c, RMin: 3, RMax: 2}, api.ErrBadRequest, "bad request: replication minimum 3 is above the maximum 2"},
+		{api.PinRequest{CID: c, RMin: -2, RMax: 2}, api.ErrBadRequest, "bad request: replication minimum -2: use -1 (every peer) or a count of at least 1"},
+		{api.PinRequest{CID: c, RMin: 3, RMax: 3}, api.ErrConflict, "conflict: pin " + c + ": not enough peers: 2 of 2 peers can take 0 bytes, replication minimum is 3"},
+	}
+	for _, tt := range tests {
+		_, err := b.Pin(ctx, tt.req)
+		if !errors.Is(err, tt.want) || err.Error() != tt.msg {
+			t.Errorf("%+v: error %v, want %q", tt.req, err, tt.msg)
+		}
+	}
+	if pins, _ := b.Pins(ctx); len(pins) != 0 {
+		t.Fatalf("state changed: %v", pins)
+	}
+	if err := b.RemovePeer(ctx, "12D3KooWBadPeer"); !errors.Is(err, api.ErrBadRequest) {
+		t.Fatalf("remove malformed peer: %v", err)
+	}
+}
+
+func testLogger(t *testing.T, i int) *log.Logger {
+	return log.New(testWriter{t}, fmt.Sprintf("peer%d: ", i), 0)
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}

@@ -1,0 +1,290 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/sys/unix"
+
+	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/config"
+	"github.com/shoal-project/shoal/consensus"
+	"github.com/shoal-project/shoal/p2p"
+	"github.com/shoal-project/shoal/store"
+)
+
+// Options are what `shoal daemon` passes besides the peer's directory.
+type Options struct {
+	// Bootstrap are full multiaddrs (ending in /p2p/ID) of peers of the
+	// cluster to join. Empty: start alone, or resume the stored cluster.
+	Bootstrap []ma.Multiaddr
+	// Version is reported by the API.
+	Version string
+	// Logger receives the daemon's log lines; nil: stderr.
+	Logger *log.Logger
+}
+
+// Peer is a running shoal daemon: the one place that wires the host,
+// consensus, the store, the tracker and the API together.
+type Peer struct {
+	cfg   config.Config
+	dir   string
+	opts  Options
+	host  *p2p.Host
+	cons  *consensus.Consensus
+	store *store.Store
+	api   *api.Server
+
+	tracker        *tracker
+	rpcTimeout     time.Duration
+	reconcileEvery time.Duration
+	logger         *log.Logger
+
+	// ctx lives as long as the peer; cancel stops its goroutines. It is
+	// held here only to hand to stream handlers, which libp2p calls
+	// without one.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// removed is closed when this peer finds itself removed from the
+	// cluster.
+	removed     chan struct{}
+	removedOnce sync.Once
+	closeOnce   sync.Once
+	closeErr    error
+}
+
+// Start opens the peer's directory and runs the peer until Close.
+func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
+	cfg, key, err := config.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = log.New(os.Stderr, "", log.LstdFlags)
+	}
+	p := &Peer{
+		cfg: cfg, dir: dir, opts: opts, logger: opts.Logger,
+		rpcTimeout:     5 * time.Second,
+		reconcileEvery: time.Second,
+		removed:        make(chan struct{}),
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+
+	if p.store, err = store.Open(filepath.Join(dir, config.StoreDir)); err != nil {
+		return nil, err
+	}
+	secret, _ := cfg.SecretBytes()
+	hcfg := p2p.DefaultConfig()
+	hcfg.PrivKey, hcfg.Secret = key, secret
+	hcfg.ListenAddrs = nil
+	for _, a := range cfg.Listen {
+		m, _ := ma.NewMultiaddr(a) // validated by config.Load
+		hcfg.ListenAddrs = append(hcfg.ListenAddrs, m)
+	}
+	if p.host, err = p2p.New(hcfg, nil); err != nil {
+		return nil, err
+	}
+	ccfg := consensusConfig(cfg.Consensus)
+	ccfg.DataDir = filepath.Join(dir, config.ConsensusDir)
+	fresh := !exists(filepath.Join(ccfg.DataDir, "raft"))
+	if p.cons, err = consensus.New(p.host, ccfg); err != nil {
+		return nil, err
+	}
+	p.host.SetMembership(p.cons)
+	p.loadPeerstore()
+	p.host.SetOnJoin(func(ctx context.Context, id peer.ID, addrs []ma.Multiaddr) error {
+		p.host.AddAddrs(id, addrs)
+		return p.cons.AddPeer(ctx, id)
+	})
+	p.tracker = newTracker(p)
+	p.host.Handle(protoInfo, serveJSON(p, p.serveInfo))
+	p.host.Handle(protoStatus, serveJSON(p, p.serveStatus))
+	p.host.Handle(protoFetch, p.serveFetch)
+	p.host.Handle(protoRemoved, serveJSON(p, p.serveRemoved))
+	p.host.Handle(protoAddrs, serveJSON(p, p.serveAddrs))
+
+	switch {
+	case len(opts.Bootstrap) > 0:
+		if err := p.join(ctx, opts.Bootstrap); err != nil {
+			return nil, err
+		}
+	case fresh:
+		if err := p.cons.Bootstrap(); err != nil {
+			return nil, err
+		}
+	}
+
+	p.api, err = api.NewServer(api.ServerConfig{
+		Listen:                     cfg.API.Listen,
+		BasicAuth:                  cfg.API.BasicAuth,
+		BearerTokens:               cfg.API.BearerTokens,
+		MaxBodyBytes:               cfg.API.MaxBodyBytes,
+		AllowUnauthenticatedRemote: cfg.API.AllowUnauthenticatedRemote,
+	}, backend{p}, opts.Version)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.api.Start(); err != nil {
+		return nil, err
+	}
+	p.wg.Add(3)
+	go func() { defer p.wg.Done(); p.tracker.run(p.ctx) }()
+	go func() { defer p.wg.Done(); p.watchMembership(p.ctx) }()
+	go func() { defer p.wg.Done(); p.persistPeerstore(p.ctx) }()
+	return p, nil
+}
+
+// join asks the bootstrap peers, in turn, to add this peer to the cluster.
+func (p *Peer) join(ctx context.Context, addrs []ma.Multiaddr) error {
+	var errs []error
+	for _, a := range addrs {
+		if err := p.host.Join(ctx, a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return nil
+	}
+	return fmt.Errorf("could not join the cluster: %w", errors.Join(errs...))
+}
+
+// watchMembership stops the peer once it has been a member and is no
+// longer: a removed peer must not disturb the cluster.
+func (p *Peer) watchMembership(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	wasMember := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		member := p.cons.IsMember(p.host.ID())
+		if wasMember && !member {
+			p.log("this peer was removed from the cluster; stopping")
+			p.markRemoved()
+			return
+		}
+		wasMember = wasMember || member
+	}
+}
+
+func (p *Peer) markRemoved() { p.removedOnce.Do(func() { close(p.removed) }) }
+
+// Removed is closed when the peer was removed from the cluster and the
+// daemon should stop.
+func (p *Peer) Removed() <-chan struct{} { return p.removed }
+
+// ID is the peer's libp2p identity.
+func (p *Peer) ID() peer.ID { return p.host.ID() }
+
+// APIAddr is the address the API listens on.
+func (p *Peer) APIAddr() string { return p.api.Addr() }
+
+// Close stops the peer: the API first (no new requests), then the
+// goroutines, consensus (bounded, also without quorum), the host and the
+// store. It waits for every goroutine it started.
+func (p *Peer) Close() error {
+	p.closeOnce.Do(func() {
+		var errs []error
+		if p.api != nil {
+			errs = append(errs, p.api.Close())
+		}
+		p.cancel()
+		p.wg.Wait()
+		if p.cons != nil {
+			p.savePeerstore(context.Background())
+			if p.cfg.Consensus.LeaveOnShutdown {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if err := p.cons.RemovePeer(ctx, p.host.ID()); err != nil {
+					p.log("leave the cluster: %v", err)
+				}
+				cancel()
+			}
+			errs = append(errs, p.cons.Close())
+		}
+		if p.host != nil {
+			errs = append(errs, p.host.Close())
+		}
+		if p.store != nil {
+			errs = append(errs, p.store.Close())
+		}
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
+}
+
+func (p *Peer) log(format string, args ...any) { p.logger.Printf(format, args...) }
+
+// localInfo is this peer's /shoal/info/1 answer.
+func (p *Peer) localInfo() info {
+	used := p.store.Used()
+	capacity := p.capacity(used)
+	return info{
+		Name:      p.cfg.PeerName,
+		Addresses: p.fullAddrs(),
+		Version:   p.opts.Version,
+		Capacity:  capacity,
+		Used:      used,
+		Free:      max(capacity-used, 0),
+	}
+}
+
+// capacity is the configured capacity or, when automatic, the disk's free
+// space plus what the store holds, minus the reserve.
+func (p *Peer) capacity(used int64) int64 {
+	if c, _ := p.cfg.CapacityBytes(); c > 0 {
+		return c
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(p.dir, &st); err != nil {
+		return used
+	}
+	reserve, _ := config.ParseSize(p.cfg.Reserve)
+	return max(int64(st.Bavail)*int64(st.Bsize)+used-reserve, used)
+}
+
+func (p *Peer) fullAddrs() []string {
+	var out []string
+	for _, a := range p.host.Addrs() {
+		out = append(out, a.String()+"/p2p/"+p.host.ID().String())
+	}
+	return out
+}
+
+func consensusConfig(c config.Consensus) consensus.Config {
+	cc := consensus.DefaultConfig()
+	cc.HeartbeatTimeout = time.Duration(c.HeartbeatTimeout)
+	cc.ElectionTimeout = time.Duration(c.ElectionTimeout)
+	cc.CommitTimeout = time.Duration(c.CommitTimeout)
+	cc.LeaderLeaseTimeout = time.Duration(c.LeaderLeaseTimeout)
+	cc.WaitForLeaderTimeout = time.Duration(c.WaitForLeaderTimeout)
+	cc.SnapshotInterval = time.Duration(c.SnapshotInterval)
+	cc.SnapshotThreshold = c.SnapshotThreshold
+	cc.SnapshotsRetained = c.SnapshotsRetained
+	cc.Voters = c.Voters
+	return cc
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// discardLogger is handy for tests.
+var discardLogger = log.New(io.Discard, "", 0)

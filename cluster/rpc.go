@@ -1,0 +1,313 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/dag"
+)
+
+// Peer-to-peer protocols, all gated by cluster membership (package p2p).
+const (
+	protoInfo   protocol.ID = "/shoal/info/1"
+	protoStatus protocol.ID = "/shoal/status/1"
+	protoFetch  protocol.ID = "/shoal/fetch/1"
+	// protoRemoved tells a peer that the cluster removed it: a removed
+	// peer may never receive the configuration change that removes it,
+	// since the leader stops replicating to it.
+	protoRemoved protocol.ID = "/shoal/removed/1"
+	// protoAddrs asks a peer for the addresses it knows of another.
+	protoAddrs protocol.ID = "/shoal/addrs/1"
+)
+
+// Limits on what a peer reads from another, so a hostile member cannot
+// make it allocate without bound.
+const (
+	maxRPCMessage = 4 << 20
+	maxCIDLen     = 128
+	maxBlockLen   = 8 << 20
+)
+
+// info is what /shoal/info/1 answers: who the peer is and how much it can
+// store.
+type info struct {
+	Name      string   `json:"name"`
+	Addresses []string `json:"addresses"`
+	Version   string   `json:"version"`
+	Capacity  int64    `json:"capacity"`
+	Used      int64    `json:"used"`
+	Free      int64    `json:"free"`
+}
+
+// statusReq asks a peer for its local state of some pins.
+type statusReq struct {
+	CIDs []string `json:"cids"`
+}
+
+// call sends one JSON request on a new stream of proto and decodes one
+// JSON answer into out. An answer {"error": "..."} becomes an error.
+func (p *Peer) call(ctx context.Context, to peer.ID, proto protocol.ID, req, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, p.rpcTimeout)
+	defer cancel()
+	s, err := p.host.NewStream(ctx, to, proto)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(s).Encode(req); err != nil {
+		_ = s.Reset()
+		return fmt.Errorf("send %s request to %s: %w", proto, to, err)
+	}
+	_ = s.CloseWrite()
+	var resp struct {
+		Error string          `json:"error"`
+		Body  json.RawMessage `json:"body"`
+	}
+	if err := json.NewDecoder(io.LimitReader(s, maxRPCMessage)).Decode(&resp); err != nil {
+		return fmt.Errorf("read %s answer from %s: %w", proto, to, err)
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("%s: %s", to, resp.Error)
+	}
+	return json.Unmarshal(resp.Body, out)
+}
+
+// serveJSON wraps a request handler as a stream handler for call.
+func serveJSON[Req any](p *Peer, fn func(ctx context.Context, from peer.ID, req Req) (any, error)) network.StreamHandler {
+	return func(s network.Stream) {
+		defer s.Close()
+		_ = s.SetDeadline(time.Now().Add(p.rpcTimeout))
+		var req Req
+		var resp struct {
+			Error string `json:"error,omitempty"`
+			Body  any    `json:"body,omitempty"`
+		}
+		if err := json.NewDecoder(io.LimitReader(s, maxRPCMessage)).Decode(&req); err != nil {
+			resp.Error = "malformed request: " + err.Error()
+		} else if body, err := fn(p.ctx, s.Conn().RemotePeer(), req); err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.Body = body
+		}
+		if err := json.NewEncoder(s).Encode(resp); err != nil {
+			_ = s.Reset()
+		}
+	}
+}
+
+func (p *Peer) serveInfo(context.Context, peer.ID, struct{}) (any, error) {
+	return p.localInfo(), nil
+}
+
+// serveRemoved stops this peer when a member says the cluster removed it.
+// Members are trusted (the threat model in package p2p).
+func (p *Peer) serveRemoved(_ context.Context, from peer.ID, _ struct{}) (any, error) {
+	p.log("%s says this peer was removed from the cluster; stopping", from)
+	p.markRemoved()
+	return struct{}{}, nil
+}
+
+type addrsReq struct {
+	ID string `json:"id"`
+}
+
+func (p *Peer) serveAddrs(_ context.Context, _ peer.ID, req addrsReq) (any, error) {
+	id, err := peer.Decode(req.ID)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a peer ID", req.ID)
+	}
+	var out []string
+	for _, a := range p.host.PeerAddrs(id) {
+		out = append(out, a.String())
+	}
+	return out, nil
+}
+
+// learnAddrs asks the leader for id's addresses when this peer has none.
+func (p *Peer) learnAddrs(ctx context.Context, id peer.ID) {
+	leader := p.cons.Leader()
+	if len(p.host.PeerAddrs(id)) > 0 || leader == "" || leader == p.host.ID() {
+		return
+	}
+	var addrs []string
+	if err := p.call(ctx, leader, protoAddrs, addrsReq{ID: id.String()}, &addrs); err != nil {
+		return
+	}
+	var ms []ma.Multiaddr
+	for _, a := range addrs {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			ms = append(ms, m)
+		}
+	}
+	p.host.AddAddrs(id, ms)
+}
+
+func (p *Peer) serveStatus(_ context.Context, _ peer.ID, req statusReq) (any, error) {
+	if len(req.CIDs) > 10000 {
+		return nil, errors.New("too many CIDs in one status request")
+	}
+	out := make(map[string]api.PeerStatus, len(req.CIDs))
+	for _, s := range req.CIDs {
+		c, err := cid.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CID", s)
+		}
+		out[s] = p.tracker.status(c)
+	}
+	return out, nil
+}
+
+// Fetch protocol: the client sends the root CID as one line; the server
+// answers with one status byte (0: it follows; 1: a message line follows)
+// and then every block of the DAG below the root in depth-first pre-order,
+// each framed as uvarint(len(cid)) cid uvarint(len(data)) data, and a zero
+// uvarint at the end. Pre-order lets the receiver check that every block
+// is one it was told about by a parent it already verified, and that none
+// is missing at the end, with memory bounded by the DAG's frontier.
+const (
+	fetchOK      = 0
+	fetchRefused = 1
+)
+
+func (p *Peer) serveFetch(s network.Stream) {
+	defer s.Close()
+	br := bufio.NewReader(io.LimitReader(s, 256))
+	line, err := br.ReadString('\n')
+	if err != nil {
+		_ = s.Reset()
+		return
+	}
+	refuse := func(msg string) {
+		_, _ = s.Write(append([]byte{fetchRefused}, msg+"\n"...))
+	}
+	root, err := cid.Decode(line[:len(line)-1])
+	if err != nil {
+		refuse("malformed root CID")
+		return
+	}
+	if !p.store.Has(root) && root.Prefix().MhType != identityCode {
+		refuse("not here")
+		return
+	}
+	bw := bufio.NewWriterSize(s, 1<<20)
+	if err := bw.WriteByte(fetchOK); err != nil {
+		_ = s.Reset()
+		return
+	}
+	err = walkDAG(root, p.store.Get, func(b dag.Block) error {
+		var hdr [2 * binary.MaxVarintLen64]byte
+		cb := b.CID.Bytes()
+		n := binary.PutUvarint(hdr[:], uint64(len(cb)))
+		if _, err := bw.Write(hdr[:n]); err != nil {
+			return err
+		}
+		if _, err := bw.Write(cb); err != nil {
+			return err
+		}
+		n = binary.PutUvarint(hdr[:], uint64(len(b.Data)))
+		if _, err := bw.Write(hdr[:n]); err != nil {
+			return err
+		}
+		_, err := bw.Write(b.Data)
+		return err
+	})
+	if err != nil {
+		p.log("fetch %s for %s: %v", root, s.Conn().RemotePeer(), err)
+		_ = s.Reset()
+		return
+	}
+	if err := bw.WriteByte(0); err != nil || bw.Flush() != nil {
+		_ = s.Reset()
+	}
+}
+
+// fetch copies the DAG under root from peer from into sink, verifying
+// every block against its CID and against the links of its parent.
+func (p *Peer) fetch(ctx context.Context, from peer.ID, root cid.Cid, sink func(dag.Block) error) error {
+	s, err := p.host.NewStream(ctx, from, protoFetch)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	if _, err := s.Write([]byte(root.String() + "\n")); err != nil {
+		return fmt.Errorf("ask %s for %s: %w", from, root, err)
+	}
+	_ = s.CloseWrite()
+	br := bufio.NewReaderSize(s, 1<<20)
+	st, err := br.ReadByte()
+	if err != nil {
+		return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+	}
+	if st != fetchOK {
+		msg, _ := bufio.NewReader(io.LimitReader(br, 256)).ReadString('\n')
+		return fmt.Errorf("%s cannot serve %s: %s", from, root, trimNL(msg))
+	}
+	v := newDAGVerifier(root)
+	buf := make([]byte, 0, 1<<20)
+	for {
+		cl, err := binary.ReadUvarint(br)
+		if err != nil {
+			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+		}
+		if cl == 0 {
+			break
+		}
+		if cl > maxCIDLen {
+			return fmt.Errorf("fetch %s from %s: a CID of %d bytes", root, from, cl)
+		}
+		cb := make([]byte, cl)
+		if _, err := io.ReadFull(br, cb); err != nil {
+			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+		}
+		c, err := cid.Cast(cb)
+		if err != nil {
+			return fmt.Errorf("fetch %s from %s: malformed CID: %w", root, from, err)
+		}
+		dl, err := binary.ReadUvarint(br)
+		if err != nil {
+			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+		}
+		if dl > maxBlockLen {
+			return fmt.Errorf("fetch %s from %s: block %s of %d bytes is above the %d-byte limit", root, from, c, dl, maxBlockLen)
+		}
+		if cap(buf) < int(dl) {
+			buf = make([]byte, dl)
+		}
+		buf = buf[:dl]
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+		}
+		if err := v.check(c, buf); err != nil {
+			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+		}
+		if err := sink(dag.Block{CID: c, Data: buf}); err != nil {
+			return err
+		}
+	}
+	return v.done()
+}
+
+func trimNL(s string) string {
+	if n := len(s); n > 0 && s[n-1] == '\n' {
+		return s[:n-1]
+	}
+	return s
+}

@@ -1,0 +1,453 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testCluster runs N real `shoal daemon` processes on loopback, each with
+// its own temporary repo, fixed free ports (so a restarted peer is found
+// where it was) and Raft timeouts short enough for tests.
+type testCluster struct {
+	t      *testing.T
+	secret string
+	peers  []*testPeer
+}
+
+type testPeer struct {
+	name    string
+	repo    string
+	api     string
+	p2pPort int
+	cmd     *exec.Cmd
+	log     *syncBuffer
+	done    chan struct{}
+	exitErr error
+}
+
+// syncBuffer collects a daemon's stderr.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// newTestCluster initialises n peers (not started) sharing one secret.
+func newTestCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, secret: hex.EncodeToString(seeded("secret-"+t.Name(), 32))}
+	for range n {
+		c.addPeer(c.secret)
+	}
+	t.Cleanup(func() {
+		for _, p := range c.peers {
+			if p.cmd != nil && p.running() {
+				_ = p.cmd.Process.Kill()
+				<-p.done
+			}
+			if t.Failed() {
+				t.Logf("--- %s log ---\n%s", p.name, p.log)
+			}
+		}
+	})
+	return c
+}
+
+// addPeer initialises one more peer with the given secret.
+func (c *testCluster) addPeer(secret string) *testPeer {
+	t := c.t
+	p := &testPeer{name: fmt.Sprintf("peer%d", len(c.peers)), repo: filepath.Join(t.TempDir(), "repo"),
+		p2pPort: freePort(t), log: &syncBuffer{}}
+	p.api = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := run(t, nil, "init", "--repo", p.repo, "--peername", p.name, "--secret", secret,
+		"--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p.p2pPort), "--api", p.api)
+	if r.code != 0 {
+		t.Fatalf("init %s: %s", p.name, r.stderr)
+	}
+	// Short Raft timeouts: elections in well under a second.
+	path := filepath.Join(p.repo, "config.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cons := cfg["consensus"].(map[string]any)
+	cons["heartbeat_timeout"] = "300ms"
+	cons["election_timeout"] = "300ms"
+	cons["leader_lease_timeout"] = "150ms"
+	cons["commit_timeout"] = "20ms"
+	cons["wait_for_leader_timeout"] = "5s"
+	cfg["pinning"] = map[string]any{"replication_min": 1, "replication_max": 2}
+	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.peers = append(c.peers, p)
+	return p
+}
+
+func (p *testPeer) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// start runs peer i's daemon and waits until its API answers.
+func (c *testCluster) start(i int, bootstrap ...string) {
+	c.t.Helper()
+	p := c.peers[i]
+	args := []string{"daemon", "--repo", p.repo}
+	for _, b := range bootstrap {
+		args = append(args, "--bootstrap", b)
+	}
+	p.cmd = exec.Command(shoalBin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.done = make(chan struct{})
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	go func() { p.exitErr = p.cmd.Wait(); close(p.done) }()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.api + "/id")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-p.done:
+			c.t.Fatalf("%s exited: %v\n%s", p.name, p.exitErr, p.log)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s API not up after 15s\n%s", p.name, p.log)
+		}
+	}
+}
+
+// addr is peer i's full libp2p multiaddr, for --bootstrap.
+func (c *testCluster) addr(i int) string {
+	c.t.Helper()
+	r := c.shoal(i, nil, "id", "--json")
+	var id struct {
+		ID        string   `json:"id"`
+		Addresses []string `json:"addresses"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &id); err != nil || len(id.Addresses) == 0 {
+		c.t.Fatalf("id --json of %s: %q %v", c.peers[i].name, r.stdout, err)
+	}
+	return id.Addresses[0]
+}
+
+// startAll starts peer 0, then the others bootstrapping from it.
+func (c *testCluster) startAll() {
+	c.start(0)
+	a := c.addr(0)
+	for i := 1; i < len(c.peers); i++ {
+		c.start(i, a)
+	}
+}
+
+// shoal runs a CLI command against peer i's API and fails the test on a
+// non-zero exit.
+func (c *testCluster) shoal(i int, stdin io.Reader, args ...string) result {
+	c.t.Helper()
+	r := c.try(i, stdin, args...)
+	if r.code != 0 {
+		c.t.Fatalf("shoal %v on %s: exit %d: %s", args, c.peers[i].name, r.code, r.stderr)
+	}
+	return r
+}
+
+// try runs a CLI command against peer i's API.
+func (c *testCluster) try(i int, stdin io.Reader, args ...string) result {
+	c.t.Helper()
+	return run(c.t, stdin, append([]string{"--api", c.peers[i].api}, args...)...)
+}
+
+// kill sends SIGKILL to peer i and waits for it to die.
+func (c *testCluster) kill(i int) {
+	p := c.peers[i]
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// stop sends SIGTERM and waits; the daemon must exit 0 in time.
+func (c *testCluster) stop(i int) {
+	c.t.Helper()
+	p := c.peers[i]
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		c.t.Fatalf("%s did not stop within 15s of SIGTERM", p.name)
+	}
+	if p.exitErr != nil {
+		c.t.Fatalf("%s exited with %v\n%s", p.name, p.exitErr, p.log)
+	}
+}
+
+// eventually retries fn until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// peersOf returns `peers ls --json` as seen from peer i.
+func (c *testCluster) peersOf(i int) []struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Role  string `json:"role"`
+	Alive bool   `json:"alive"`
+} {
+	r := c.try(i, nil, "peers", "ls", "--json")
+	var out []struct {
+		ID    string `json:"id"`
+		Name  string `json:"name"`
+		Role  string `json:"role"`
+		Alive bool   `json:"alive"`
+	}
+	_ = json.Unmarshal([]byte(r.stdout), &out)
+	return out
+}
+
+// leader returns the index of the peer that peer i sees as leader, or -1.
+func (c *testCluster) leader(i int) int {
+	for _, p := range c.peersOf(i) {
+		if p.Role == "leader" {
+			for j, q := range c.peers {
+				if q.name == p.Name {
+					return j
+				}
+			}
+		}
+	}
+	return -1
+}
+
+func joinLines(ss ...string) string { return strings.Join(ss, "\n") }
+
+// pinsOf returns `pin ls --json` as seen from peer i.
+func (c *testCluster) pinsOf(i int) []struct {
+	CID         string   `json:"cid"`
+	Name        string   `json:"name"`
+	RMin        int      `json:"rmin"`
+	RMax        int      `json:"rmax"`
+	Allocations []string `json:"allocations"`
+} {
+	r := c.try(i, nil, "pin", "ls", "--json")
+	var out []struct {
+		CID         string   `json:"cid"`
+		Name        string   `json:"name"`
+		RMin        int      `json:"rmin"`
+		RMax        int      `json:"rmax"`
+		Allocations []string `json:"allocations"`
+	}
+	_ = json.Unmarshal([]byte(r.stdout), &out)
+	return out
+}
+
+// hasPins checks that peer i lists exactly the named pins.
+func (c *testCluster) hasPins(i int, names ...string) error {
+	var got []string
+	for _, p := range c.pinsOf(i) {
+		got = append(got, p.Name)
+	}
+	slices.Sort(got)
+	if strings.Join(got, ",") != strings.Join(names, ",") {
+		return fmt.Errorf("%s lists pins %v, want %v", c.peers[i].name, got, names)
+	}
+	return nil
+}
+
+// TestClusterLifecycle runs three real daemons: pins through any peer are
+// visible on all; kill -9 of the leader elects a new one without losing a
+// committed pin; a full restart keeps the state; a fourth peer joins as a
+// non-voter and stops once removed; a peer with the wrong secret cannot
+// join.
+func TestClusterLifecycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real daemons")
+	}
+	c := newTestCluster(t, 3)
+	c.startAll()
+	eventually(t, 10*time.Second, func() error {
+		ps := c.peersOf(0)
+		alive, leaders := 0, 0
+		for _, p := range ps {
+			if p.Alive {
+				alive++
+			}
+			if p.Role == "leader" {
+				leaders++
+			}
+		}
+		if alive != 3 || leaders != 1 {
+			return fmt.Errorf("peers ls: %+v", ps)
+		}
+		return nil
+	})
+
+	// A file added through peer 2 is stored on two peers and listed
+	// everywhere.
+	dir := t.TempDir()
+	file := writeFile(t, filepath.Join(dir, "f"), seeded("shoal-golden-1048577", 1048577))
+	r := c.shoal(2, nil, "add", file, "--name", "first", "--rmin", "2", "--rmax", "2", "-Q")
+	if r.stdout != rand1048577+"\n" {
+		t.Fatalf("add printed %q", r.stdout)
+	}
+	for i := range 3 {
+		eventually(t, 5*time.Second, func() error { return c.hasPins(i, "first") })
+	}
+	eventually(t, 10*time.Second, func() error {
+		r := c.try(0, nil, "status", rand1048577, "--json")
+		var st struct {
+			Peers map[string]struct {
+				Status string `json:"status"`
+			} `json:"peers"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			return fmt.Errorf("status %q: %v", r.stdout, err)
+		}
+		pinned := 0
+		for _, p := range st.Peers {
+			if p.Status == "pinned" {
+				pinned++
+			}
+		}
+		if pinned != 2 || len(st.Peers) != 2 {
+			return fmt.Errorf("status: %s", r.stdout)
+		}
+		return nil
+	})
+
+	// kill -9 the leader: the others elect a new one and keep the pin.
+	old := c.leader(0)
+	if old < 0 {
+		t.Fatal("no leader")
+	}
+	c.kill(old)
+	a, b := (old+1)%3, (old+2)%3
+	start := time.Now()
+	eventually(t, 10*time.Second, func() error {
+		if l := c.leader(a); l != a && l != b {
+			return fmt.Errorf("no new leader (sees %d)", l)
+		}
+		return nil
+	})
+	t.Logf("new leader after %s", time.Since(start).Round(10*time.Millisecond))
+	if err := c.hasPins(a, "first"); err != nil {
+		t.Fatal(err)
+	}
+	// Writes resume through either survivor.
+	c.shoal(a, nil, "pin", "add", helloCID, "--name", "second", "--rmin", "1", "--rmax", "1")
+	eventually(t, 5*time.Second, func() error { return c.hasPins(b, "first", "second") })
+
+	// The killed peer comes back and catches up.
+	c.start(old)
+	eventually(t, 10*time.Second, func() error { return c.hasPins(old, "first", "second") })
+
+	// Restart every peer: the same state.
+	for i := range 3 {
+		c.stop(i)
+	}
+	for i := range 3 {
+		c.start(i)
+	}
+	for i := range 3 {
+		eventually(t, 15*time.Second, func() error { return c.hasPins(i, "first", "second") })
+	}
+
+	// A fourth peer joins as a non-voter (voters = 3), then is removed and
+	// stops.
+	p4 := c.addPeer(c.secret)
+	c.start(3, c.addr(0))
+	eventually(t, 10*time.Second, func() error {
+		for _, p := range c.peersOf(0) {
+			if p.Name == p4.name && p.Role == "nonvoter" && p.Alive {
+				return nil
+			}
+		}
+		return fmt.Errorf("peer3 not a live non-voter: %+v", c.peersOf(0))
+	})
+	var id4 string
+	for _, p := range c.peersOf(0) {
+		if p.Name == p4.name {
+			id4 = p.ID
+		}
+	}
+	c.shoal(1, nil, "peers", "rm", id4)
+	select {
+	case <-p4.done:
+		if p4.exitErr != nil {
+			t.Fatalf("removed peer exited with %v", p4.exitErr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("removed peer still running after 10s")
+	}
+
+	// A peer with another secret cannot join.
+	bad := c.addPeer(hex.EncodeToString(seeded("other", 32)))
+	cmd := exec.Command(shoalBin, "daemon", "--repo", bad.repo, "--bootstrap", c.addr(0))
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "the cluster secret does not match") {
+		t.Fatalf("wrong-secret daemon: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-project/shoal/cluster"
+	"github.com/shoal-project/shoal/config"
+)
+
+func newDaemonCmd() *cobra.Command {
+	var (
+		repo      string
+		bootstrap []string
+	)
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run this peer until SIGINT or SIGTERM",
+		Long: `Daemon runs the peer in --repo. The first peer, started without --bootstrap,
+forms a one-peer cluster; a peer started with --bootstrap MULTIADDR/p2p/PEERID
+asks that cluster to add it and catches up. A restarted peer resumes its
+cluster. On SIGINT or SIGTERM it shuts down within a few seconds, also when
+the cluster has lost its quorum.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if repo == "" {
+				repo = config.DefaultDir()
+			}
+			var addrs []ma.Multiaddr
+			for _, b := range bootstrap {
+				a, err := ma.NewMultiaddr(b)
+				if err != nil {
+					return fmt.Errorf("--bootstrap %q is not a multiaddr: %w", b, err)
+				}
+				addrs = append(addrs, a)
+			}
+			logger := log.New(os.Stderr, "", log.LstdFlags)
+			p, err := cluster.Start(cmd.Context(), repo, cluster.Options{Bootstrap: addrs, Version: version, Logger: logger})
+			if err != nil {
+				return err
+			}
+			logger.Printf("peer %s ready; API on %s", p.ID(), p.APIAddr())
+			select {
+			case <-cmd.Context().Done():
+				logger.Printf("shutting down")
+			case <-p.Removed():
+			}
+			if err := p.Close(); err != nil {
+				return fmt.Errorf("shut down: %w", err)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&repo, "repo", "", "peer directory (default $SHOAL_PATH, else ~/.shoal)")
+	fl.StringArrayVar(&bootstrap, "bootstrap", nil, "full multiaddr of a cluster peer to join, repeatable")
+	return cmd
+}

@@ -1,0 +1,402 @@
+// Package config is the peer's directory: its libp2p identity, its JSON
+// configuration with every default written out, and the cluster secret.
+//
+//	$SHOAL_PATH (default ~/.shoal)
+//	├── config.json   this file's Config, mode 0600 (it holds the secret)
+//	├── identity.key  the libp2p private key (protobuf), mode 0600
+//	├── store/        the local shard store (package store)
+//	└── consensus/    Raft's log, stable store and snapshots
+//
+// Init writes a directory, Load reads one and validates it; neither
+// changes a Config it is given.
+package config
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// File names inside the peer's directory.
+const (
+	ConfigFile   = "config.json"
+	IdentityFile = "identity.key"
+	StoreDir     = "store"
+	ConsensusDir = "consensus"
+)
+
+// Sentinel errors.
+var (
+	// ErrNoRepo: the directory holds no config.json (run shoal init).
+	ErrNoRepo = errors.New("no shoal peer here")
+	// ErrExists: init found a peer already.
+	ErrExists = errors.New("a shoal peer already exists here")
+)
+
+// Duration is a time.Duration written as "1.5s" in JSON.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"1s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Config is config.json. Every field is written out on init so that an
+// operator sees each default and can change it.
+type Config struct {
+	// PeerName is shown wherever the peer is listed. Default: the host
+	// name.
+	PeerName string `json:"peername"`
+	// Secret is the cluster secret, 32 bytes as hex. Peers of one cluster
+	// share it; a peer without it cannot join or read anything.
+	Secret string `json:"secret"`
+	// Listen are libp2p listen addresses. Default /ip4/0.0.0.0/tcp/9096.
+	Listen []string `json:"listen"`
+	// Capacity is how many bytes of shards this peer may hold; "" means
+	// the free space of its disk plus what it holds, minus Reserve.
+	Capacity string `json:"capacity"`
+	// Reserve is kept free on the disk when Capacity is automatic.
+	Reserve   string    `json:"reserve"`
+	API       API       `json:"api"`
+	Pinning   Pinning   `json:"pinning"`
+	Consensus Consensus `json:"consensus"`
+}
+
+// API configures the REST API.
+type API struct {
+	// Listen is HOST:PORT. Default 127.0.0.1:9094: loopback only.
+	Listen string `json:"listen"`
+	// BasicAuth maps user names to passwords; empty means no basic auth.
+	BasicAuth map[string]string `json:"basic_auth"`
+	// BearerTokens are accepted as "Authorization: Bearer TOKEN".
+	BearerTokens []string `json:"bearer_tokens"`
+	// AllowUnauthenticatedRemote permits a listener on a non-loopback
+	// address without any auth. Off: such a config is refused.
+	AllowUnauthenticatedRemote bool `json:"allow_unauthenticated_remote"`
+	// MaxBodyBytes bounds JSON request bodies (not uploads, which stream).
+	MaxBodyBytes int64 `json:"max_body_bytes"`
+}
+
+// Pinning holds pin defaults.
+type Pinning struct {
+	// ReplicationMin and ReplicationMax apply when a pin gives none;
+	// -1 means every peer.
+	ReplicationMin int `json:"replication_min"`
+	ReplicationMax int `json:"replication_max"`
+}
+
+// Consensus holds Raft's settings (see package consensus for each).
+type Consensus struct {
+	HeartbeatTimeout     Duration `json:"heartbeat_timeout"`
+	ElectionTimeout      Duration `json:"election_timeout"`
+	CommitTimeout        Duration `json:"commit_timeout"`
+	LeaderLeaseTimeout   Duration `json:"leader_lease_timeout"`
+	WaitForLeaderTimeout Duration `json:"wait_for_leader_timeout"`
+	SnapshotInterval     Duration `json:"snapshot_interval"`
+	SnapshotThreshold    uint64   `json:"snapshot_threshold"`
+	SnapshotsRetained    int      `json:"snapshots_retained"`
+	// Voters caps the voting peers; peers beyond it join as non-voters.
+	Voters int `json:"voters"`
+	// PromoteAfter: a voter unreachable this long is replaced by a live
+	// non-voter.
+	PromoteAfter Duration `json:"promote_after"`
+	// LeaveOnShutdown removes the peer from the cluster when its daemon
+	// stops.
+	LeaveOnShutdown bool `json:"leave_on_shutdown"`
+}
+
+// Default returns the configuration init writes.
+func Default() Config {
+	name, _ := os.Hostname()
+	return Config{
+		PeerName: name,
+		Listen:   []string{"/ip4/0.0.0.0/tcp/9096"},
+		// Leave room for the OS, logs and Raft: 1 GiB.
+		Reserve: "1GiB",
+		API: API{
+			Listen: "127.0.0.1:9094",
+			// Pin and peer requests are tiny; 1 MiB refuses abuse early.
+			MaxBodyBytes: 1 << 20,
+		},
+		Pinning: Pinning{
+			// Two copies survive the loss of any one peer; a third is
+			// kept where a peer has room, so one peer can be down for
+			// maintenance without any pin falling below its minimum.
+			ReplicationMin: 2,
+			ReplicationMax: 3,
+		},
+		Consensus: Consensus{
+			// hashicorp/raft's defaults (see consensus.DefaultConfig).
+			HeartbeatTimeout:     Duration(time.Second),
+			ElectionTimeout:      Duration(time.Second),
+			CommitTimeout:        Duration(50 * time.Millisecond),
+			LeaderLeaseTimeout:   Duration(500 * time.Millisecond),
+			WaitForLeaderTimeout: Duration(15 * time.Second),
+			SnapshotInterval:     Duration(2 * time.Minute),
+			SnapshotThreshold:    8192,
+			SnapshotsRetained:    2,
+			Voters:               3,
+			// Long enough to ride out a restart, short enough that a dead
+			// voter does not leave the quorum one failure from loss for
+			// long.
+			PromoteAfter: Duration(5 * time.Minute),
+		},
+	}
+}
+
+// Validate checks the configuration's fields and their combinations.
+func (c Config) Validate() error {
+	if _, err := c.SecretBytes(); err != nil {
+		return err
+	}
+	if len(c.Listen) == 0 {
+		return errors.New("config: listen has no address")
+	}
+	for _, a := range c.Listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("config: listen address %q is not a multiaddr: %w", a, err)
+		}
+	}
+	if _, err := c.CapacityBytes(); err != nil {
+		return err
+	}
+	if _, err := ParseSize(c.Reserve); err != nil && c.Reserve != "" {
+		return fmt.Errorf("config: reserve: %w", err)
+	}
+	host, _, err := net.SplitHostPort(c.API.Listen)
+	if err != nil {
+		return fmt.Errorf("config: api listen %q: %w", c.API.Listen, err)
+	}
+	if !isLoopback(host) && len(c.API.BasicAuth) == 0 && len(c.API.BearerTokens) == 0 && !c.API.AllowUnauthenticatedRemote {
+		return fmt.Errorf("config: api listen %s is not a loopback address and no auth is configured; set basic_auth or bearer_tokens, or allow_unauthenticated_remote", c.API.Listen)
+	}
+	if c.API.MaxBodyBytes < 1024 {
+		return errors.New("config: api max_body_bytes must be at least 1024")
+	}
+	if err := CheckReplication(c.Pinning.ReplicationMin, c.Pinning.ReplicationMax); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
+
+// CheckReplication validates a replication factor pair: each is -1 (every
+// peer) or at least 1, and min <= max unless max is -1.
+func CheckReplication(rmin, rmax int) error {
+	switch {
+	case rmin == 0 || rmin < -1:
+		return fmt.Errorf("replication minimum %d: use -1 (every peer) or a count of at least 1", rmin)
+	case rmax == 0 || rmax < -1:
+		return fmt.Errorf("replication maximum %d: use -1 (every peer) or a count of at least 1", rmax)
+	case rmin == -1 && rmax != -1:
+		return fmt.Errorf("replication minimum -1 (every peer) needs maximum -1 too, not %d", rmax)
+	case rmax != -1 && rmin > rmax:
+		return fmt.Errorf("replication minimum %d is above the maximum %d", rmin, rmax)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// SecretBytes decodes the cluster secret.
+func (c Config) SecretBytes() ([]byte, error) {
+	b, err := hex.DecodeString(c.Secret)
+	if err != nil || len(b) != 32 {
+		return nil, errors.New("config: secret must be 32 bytes written as 64 hex digits")
+	}
+	return b, nil
+}
+
+// CapacityBytes is the configured capacity, or 0 for automatic.
+func (c Config) CapacityBytes() (int64, error) {
+	if c.Capacity == "" {
+		return 0, nil
+	}
+	n, err := ParseSize(c.Capacity)
+	if err != nil {
+		return 0, fmt.Errorf("config: capacity: %w", err)
+	}
+	return n, nil
+}
+
+// ParseSize reads sizes written as 1048576, 100MiB, 1GiB, 2TB or 512KB
+// (binary and decimal units, case-insensitive).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("size %q: expected a number with an optional unit such as MiB or GB", s)
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	units := map[string]int64{
+		"": 1, "b": 1,
+		"k": 1 << 10, "kib": 1 << 10, "kb": 1000,
+		"m": 1 << 20, "mib": 1 << 20, "mb": 1000 * 1000,
+		"g": 1 << 30, "gib": 1 << 30, "gb": 1000 * 1000 * 1000,
+		"t": 1 << 40, "tib": 1 << 40, "tb": 1000 * 1000 * 1000 * 1000,
+	}
+	mul, ok := units[strings.ToLower(strings.TrimSpace(t[i:]))]
+	if !ok {
+		return 0, fmt.Errorf("size %q: unknown unit %q (use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB)", s, t[i:])
+	}
+	if n > (1<<63-1)/mul {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return n * mul, nil
+}
+
+// Init creates a peer directory at dir with cfg, a new identity, and a new
+// secret when cfg has none. It refuses a directory that holds a peer.
+func Init(dir string, cfg Config) (peer.ID, error) {
+	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+		return "", fmt.Errorf("%s: %w", dir, ErrExists)
+	}
+	if cfg.Secret == "" {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return "", err
+		}
+		cfg.Secret = hex.EncodeToString(b)
+	}
+	if err := cfg.Validate(); err != nil {
+		return "", err
+	}
+	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	id, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		return "", err
+	}
+	keyBytes, err := crypto.MarshalPrivateKey(priv)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, IdentityFile), keyBytes); err != nil {
+		return "", err
+	}
+	if err := Save(dir, cfg); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// Save writes cfg as dir/config.json atomically.
+func Save(dir string, cfg Config) error {
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, ConfigFile), append(b, '\n'))
+}
+
+// Load reads and validates the peer directory at dir.
+func Load(dir string) (Config, crypto.PrivKey, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return Config{}, nil, fmt.Errorf("%s: %w (run shoal init)", dir, ErrNoRepo)
+	}
+	if err != nil {
+		return Config{}, nil, err
+	}
+	cfg := Default()
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
+	}
+	kb, err := os.ReadFile(filepath.Join(dir, IdentityFile))
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("read identity: %w", err)
+	}
+	priv, err := crypto.UnmarshalPrivateKey(kb)
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("%s is not a libp2p private key: %w", filepath.Join(dir, IdentityFile), err)
+	}
+	return cfg, priv, nil
+}
+
+// writeFileAtomic writes a 0600 file by temp file, fsync and rename.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// DefaultDir is $SHOAL_PATH, else ~/.shoal.
+func DefaultDir() string {
+	if p := os.Getenv("SHOAL_PATH"); p != "" {
+		return p
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".shoal"
+	}
+	return filepath.Join(home, ".shoal")
+}

@@ -1,0 +1,128 @@
+package consensus
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Config configures a Consensus. Start from DefaultConfig, set DataDir,
+// and call Validate (New does too). New never modifies its Config.
+type Config struct {
+	// DataDir holds Raft's state: DataDir/raft/wal (log and stable store)
+	// and DataDir/raft/snapshots.
+	DataDir string
+
+	// HeartbeatTimeout: a follower that hears nothing from the leader for
+	// this long (randomised up to twice it) starts an election. The leader
+	// sends heartbeats ten times as often.
+	HeartbeatTimeout time.Duration
+	// ElectionTimeout: a candidate that wins no election in this long
+	// (randomised up to twice it) starts another.
+	ElectionTimeout time.Duration
+	// CommitTimeout: the longest a follower waits to hear that an entry
+	// committed when no new entries come.
+	CommitTimeout time.Duration
+	// LeaderLeaseTimeout: a leader that hears from no quorum for this long
+	// steps down, so a leader cut off in a minority stops accepting ops.
+	LeaderLeaseTimeout time.Duration
+	// WaitForLeaderTimeout bounds how long Commit, AddPeer and RemovePeer
+	// wait for a reachable leader before failing with ErrNoLeader.
+	WaitForLeaderTimeout time.Duration
+
+	// SnapshotInterval: how often Raft checks whether SnapshotThreshold
+	// entries accumulated since the last snapshot.
+	SnapshotInterval time.Duration
+	// SnapshotThreshold: entries since the last snapshot that trigger a new
+	// one (and let the log be truncated).
+	SnapshotThreshold uint64
+	// SnapshotsRetained: snapshots kept on disk.
+	SnapshotsRetained int
+
+	// Voters is the number of voting peers the cluster aims for: AddPeer
+	// adds voters until there are this many, and non-voters after.
+	Voters int
+
+	// ShutdownTimeout bounds Close. Half of it goes to a graceful Raft
+	// shutdown; then every Raft stream is torn down to unblock it.
+	ShutdownTimeout time.Duration
+
+	// Logger receives Raft's log lines; nil logs warnings and errors to
+	// stderr.
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns the configuration for a LAN cluster.
+func DefaultConfig() Config {
+	return Config{
+		// hashicorp/raft's defaults (1s, 1s, 50ms, 500ms), also what IPFS
+		// Cluster ships: a leader is replaced 1-2 s after it dies, and a
+		// loaded peer on a busy network does not trigger elections.
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		CommitTimeout:      50 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		// 15s, IPFS Cluster's default: several election rounds, so a commit
+		// made during a leader change waits for the new leader instead of
+		// failing.
+		WaitForLeaderTimeout: 15 * time.Second,
+		// hashicorp/raft's defaults: check every 2 minutes, snapshot after
+		// 8192 entries. A snapshot of 10^6 pins is ~150 MB and takes
+		// seconds, so snapshotting more often costs more than replaying
+		// 8192 small entries at startup.
+		SnapshotInterval:  2 * time.Minute,
+		SnapshotThreshold: 8192,
+		// Two: the newest, and one to fall back to if it is damaged.
+		SnapshotsRetained: 2,
+		// Three voters survive one failure; each voter more makes every
+		// commit wait for one more disk sync, and five are only worth it
+		// to survive two failures.
+		Voters: 3,
+		// "A few seconds": long enough for a graceful shutdown on a loaded
+		// machine, short enough for a daemon's stop.
+		ShutdownTimeout: 5 * time.Second,
+	}
+}
+
+// Validate reports the first problem with the configuration, checking
+// fields against each other the way hashicorp/raft does and more.
+func (c Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("consensus config: %s: %w", fmt.Sprintf(format, args...), ErrInvalidConfig)
+	}
+	switch {
+	case c.DataDir == "":
+		return bad("DataDir is empty")
+	case c.HeartbeatTimeout < 5*time.Millisecond:
+		return bad("HeartbeatTimeout %s is below raft's minimum of 5ms", c.HeartbeatTimeout)
+	case c.ElectionTimeout < c.HeartbeatTimeout:
+		return bad("ElectionTimeout %s is below HeartbeatTimeout %s", c.ElectionTimeout, c.HeartbeatTimeout)
+	case c.LeaderLeaseTimeout < 5*time.Millisecond:
+		return bad("LeaderLeaseTimeout %s is below raft's minimum of 5ms", c.LeaderLeaseTimeout)
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return bad("LeaderLeaseTimeout %s exceeds HeartbeatTimeout %s (raft requires lease <= heartbeat)", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	case c.CommitTimeout < time.Millisecond:
+		return bad("CommitTimeout %s is below raft's minimum of 1ms", c.CommitTimeout)
+	case c.CommitTimeout > c.HeartbeatTimeout:
+		// Followers would learn of commits later than of a dead leader.
+		return bad("CommitTimeout %s exceeds HeartbeatTimeout %s", c.CommitTimeout, c.HeartbeatTimeout)
+	case c.WaitForLeaderTimeout < 2*c.ElectionTimeout:
+		// One election takes up to 2*ElectionTimeout; waiting less fails
+		// every commit made while the leader changes.
+		return bad("WaitForLeaderTimeout %s is under twice ElectionTimeout %s", c.WaitForLeaderTimeout, c.ElectionTimeout)
+	case c.SnapshotInterval < 5*time.Millisecond:
+		return bad("SnapshotInterval %s is below raft's minimum of 5ms", c.SnapshotInterval)
+	case c.SnapshotThreshold < 1:
+		return bad("SnapshotThreshold must be at least 1")
+	case c.SnapshotsRetained < 1:
+		return bad("SnapshotsRetained must be at least 1")
+	case c.Voters < 1 || c.Voters%2 == 0:
+		// An even count survives no more failures than one fewer voter but
+		// needs a larger quorum.
+		return bad("Voters %d must be odd and positive", c.Voters)
+	case c.ShutdownTimeout < 2*c.HeartbeatTimeout/10:
+		return bad("ShutdownTimeout %s is too short to stop Raft", c.ShutdownTimeout)
+	}
+	return nil
+}

@@ -1,0 +1,41 @@
+package consensus
+
+import "errors"
+
+// Sentinel errors. Callers branch on them with errors.Is; each error the
+// package returns wraps one of them (or a raft or libp2p error) together
+// with what was attempted on which CID or peer.
+var (
+	// ErrInvalidConfig: Config.Validate found a field out of range or two
+	// fields that contradict each other.
+	ErrInvalidConfig = errors.New("invalid consensus configuration")
+
+	// ErrInvalidOp: an op is malformed (bad encoding, field out of range,
+	// unknown type or format version). Never retried.
+	ErrInvalidOp = errors.New("invalid op")
+
+	// ErrNotPinned: an unpin named a CID the pinset does not hold.
+	ErrNotPinned = errors.New("not pinned")
+
+	// ErrNoLeader: no leader was known or reachable within
+	// Config.WaitForLeaderTimeout (or the caller's context).
+	ErrNoLeader = errors.New("no reachable Raft leader")
+
+	// ErrNotLeader: the peer asked to act as leader is not (any more). The
+	// op was not applied; Commit retries on it by itself.
+	ErrNotLeader = errors.New("not the Raft leader")
+
+	// ErrOutcomeUnknown: the op reached the leader but it lost leadership
+	// (or the caller gave up) before the op committed; it may or may not
+	// be applied. Read the state to find out.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
+
+	// ErrUnknownPeer: RemovePeer named a peer that is not in the cluster.
+	ErrUnknownPeer = errors.New("not a cluster peer")
+
+	// ErrClosed: the Consensus is closed (or closing).
+	ErrClosed = errors.New("consensus closed")
+
+	// ErrCorruptSnapshot: a snapshot stream does not follow the format.
+	ErrCorruptSnapshot = errors.New("corrupt pinset snapshot")
+)

@@ -1,0 +1,155 @@
+package consensus
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"unique"
+
+	"github.com/hashicorp/raft"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// State is the replicated pinset. Callers only read it; Raft's FSM
+// goroutine writes it. Its mutex owns the map; the *Pin values in the map
+// are never modified once stored (an update stores a new one), so a
+// snapshot can hold them while Apply goes on.
+type State struct {
+	mu   sync.RWMutex
+	pins map[cid.Cid]*Pin
+}
+
+func newState() *State { return &State{pins: make(map[cid.Cid]*Pin)} }
+
+// Get returns the pin of c, if any.
+func (s *State) Get(c cid.Cid) (Pin, bool) {
+	s.mu.RLock()
+	p, ok := s.pins[c]
+	s.mu.RUnlock()
+	if !ok {
+		return Pin{}, false
+	}
+	return p.clone(), true
+}
+
+// Len returns the number of pins.
+func (s *State) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.pins)
+}
+
+// Pins returns every pin, sorted by CID bytes. It copies the whole set:
+// for a million pins, prefer Get or a future paging call.
+func (s *State) Pins() []Pin {
+	ptrs := s.sortedPins()
+	out := make([]Pin, len(ptrs))
+	for i, p := range ptrs {
+		out[i] = p.clone()
+	}
+	return out
+}
+
+// sortedPins returns the current (immutable) pins in CID byte order. Only
+// the collection holds the read lock; the sort does not.
+func (s *State) sortedPins() []*Pin {
+	s.mu.RLock()
+	ptrs := make([]*Pin, 0, len(s.pins))
+	for _, p := range s.pins {
+		ptrs = append(ptrs, p)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(ptrs, func(a, b *Pin) int { return cmp.Compare(a.CID.KeyString(), b.CID.KeyString()) })
+	return ptrs
+}
+
+// apply changes the state by op. It is deterministic: its outcome depends
+// on the state and the op only.
+func (s *State) apply(op Op) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch op.Type {
+	case OpPin:
+		p := op.Pin // op is ours: DecodeOp shares no memory with the log
+		p.Created, p.Updated = op.Time, op.Time
+		if old, ok := s.pins[p.CID]; ok {
+			p.Created = old.Created
+		}
+		for i, a := range p.Allocations {
+			// Thousands of pins share a few peers: keep one copy of each ID.
+			p.Allocations[i] = peer.ID(unique.Make(string(a)).Value())
+		}
+		s.pins[p.CID] = &p
+		return nil
+	case OpUnpin:
+		if _, ok := s.pins[op.Pin.CID]; !ok {
+			return fmt.Errorf("unpin %s: %w", op.Pin.CID, ErrNotPinned)
+		}
+		delete(s.pins, op.Pin.CID)
+		return nil
+	default:
+		return fmt.Errorf("apply %s: unknown op type: %w", op, ErrInvalidOp)
+	}
+}
+
+// fsm adapts State to raft.FSM. Raft calls Apply, Snapshot and Restore
+// from its one FSM goroutine, and Persist from another.
+type fsm struct{ s *State }
+
+var (
+	_ raft.FSM         = fsm{}
+	_ raft.FSMSnapshot = (*snapshot)(nil)
+)
+
+// Apply returns nil or the error of the op (an error value, never a
+// panic): the leader hands it to the committer as the op's result.
+// Entries that do not decode are refused the same way on every peer.
+func (f fsm) Apply(l *raft.Log) any {
+	op, err := DecodeOp(l.Data)
+	if err != nil {
+		return fmt.Errorf("log entry %d: %w", l.Index, err)
+	}
+	return f.s.apply(op)
+}
+
+// Snapshot captures the current pins: a slice of pointers to immutable
+// values, so Apply can go on while Persist writes them.
+func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.s.mu.RLock()
+	ptrs := make([]*Pin, 0, len(f.s.pins))
+	for _, p := range f.s.pins {
+		ptrs = append(ptrs, p)
+	}
+	f.s.mu.RUnlock()
+	return &snapshot{pins: ptrs}, nil
+}
+
+// Restore replaces the state with the snapshot in rc. On error the state
+// is unchanged.
+func (f fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	pins, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.s.mu.Lock()
+	f.s.pins = pins
+	f.s.mu.Unlock()
+	return nil
+}
+
+type snapshot struct{ pins []*Pin }
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	slices.SortFunc(s.pins, func(a, b *Pin) int { return cmp.Compare(a.CID.KeyString(), b.CID.KeyString()) })
+	if err := writeSnapshot(sink, s.pins); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot %s: %w", sink.ID(), err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}
