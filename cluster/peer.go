@@ -261,8 +261,8 @@ func (p *Peer) capacity(used int64) int64 {
 
 func (p *Peer) fullAddrs() []string {
 	var out []string
-	for _, a := range p.host.Addrs() {
-		out = append(out, a.String()+"/p2p/"+p.host.ID().String())
+	for _, a := range p.host.Addrs() { // each ends in /p2p/ID already
+		out = append(out, a.String())
 	}
 	return out
 }

@@ -182,6 +182,10 @@ func (c *testCluster) addr(i int) string {
 	if err := json.Unmarshal([]byte(r.stdout), &id); err != nil || len(id.Addresses) == 0 {
 		c.t.Fatalf("id --json of %s: %q %v", c.peers[i].name, r.stdout, err)
 	}
+	want := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", c.peers[i].p2pPort, id.ID)
+	if id.Addresses[0] != want {
+		c.t.Fatalf("id --json of %s: address %s, want %s", c.peers[i].name, id.Addresses[0], want)
+	}
 	return id.Addresses[0]
 }
 
