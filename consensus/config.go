@@ -43,6 +43,12 @@ type Config struct {
 	// Voters is the number of voting peers the cluster aims for: AddPeer
 	// adds voters until there are this many, and non-voters after.
 	Voters int
+	// PromoteAfter: a voter the leader has had no contact with for this
+	// long is demoted to non-voter, and the live non-voter with the lowest
+	// peer ID is promoted in its place, so that the cluster survives one
+	// more failure again. Nothing changes while no non-voter is live. 0
+	// turns this off (RemovePeer still promotes).
+	PromoteAfter time.Duration
 
 	// ShutdownTimeout bounds Close. Half of it goes to a graceful Raft
 	// shutdown; then every Raft stream is torn down to unblock it.
@@ -79,11 +85,20 @@ func DefaultConfig() Config {
 		// commit wait for one more disk sync, and five are only worth it
 		// to survive two failures.
 		Voters: 3,
+		// 5 minutes: a restart (seconds; restoring 10^6 pins takes ~2 s)
+		// or an upgrade or reboot (a minute or two) keeps the peer a
+		// voter, which it will be again right away; a peer still gone
+		// after that is likely gone for good, and until it is replaced the
+		// cluster is one more failure away from losing its quorum.
+		PromoteAfter: 5 * time.Minute,
 		// "A few seconds": long enough for a graceful shutdown on a loaded
 		// machine, short enough for a daemon's stop.
 		ShutdownTimeout: 5 * time.Second,
 	}
 }
+
+// minPromoteElections is the shortest PromoteAfter, in election timeouts.
+const minPromoteElections = 5
 
 // Validate reports the first problem with the configuration, checking
 // fields against each other the way hashicorp/raft does and more.
@@ -121,6 +136,14 @@ func (c Config) Validate() error {
 		// An even count survives no more failures than one fewer voter but
 		// needs a larger quorum.
 		return bad("Voters %d must be odd and positive", c.Voters)
+	case c.PromoteAfter < 0:
+		return bad("PromoteAfter %s is negative (0 turns promotion off)", c.PromoteAfter)
+	case c.PromoteAfter > 0 && c.PromoteAfter < minPromoteElections*c.ElectionTimeout:
+		// The leader looks once per ElectionTimeout, and a voter that is
+		// merely slow, or caught in a leader change, misses that much
+		// contact now and then: swapping voters sooner would reshuffle
+		// them on every hiccup.
+		return bad("PromoteAfter %s is under %d times ElectionTimeout %s", c.PromoteAfter, minPromoteElections, c.ElectionTimeout)
 	case c.ShutdownTimeout < 2*c.HeartbeatTimeout/10:
 		return bad("ShutdownTimeout %s is too short to stop Raft", c.ShutdownTimeout)
 	}

@@ -178,21 +178,57 @@ func (c *Consensus) live(sid raft.ServerID) bool {
 	return err == nil && id != c.id && c.host.Connected(id)
 }
 
-// addrLoop makes sure this peer has addresses for every member, asking
-// the leader for those it lacks. A peer learns the addresses of the
-// members it joined through, but not of those that joined after it, and
-// it needs them when it becomes a candidate or the leader.
+// addrLoop is the one goroutine Consensus runs besides Raft's. Every
+// ElectionTimeout it does what this peer's role needs:
+//
+//   - a follower makes sure it has addresses for every member, asking the
+//     leader for those it lacks (fetchMissingAddrs). A peer learns the
+//     addresses of the members it joined through, but not of those that
+//     joined after it, and it needs them when it becomes a candidate or
+//     the leader.
+//   - the leader replaces voters that stayed out of contact for
+//     PromoteAfter (checkVoters), fed by Raft's heartbeat observations.
 func (c *Consensus) addrLoop() {
 	defer c.bg.Done()
+	var (
+		w   *contacts
+		obs chan raft.Observation
+	)
+	if c.cfg.PromoteAfter > 0 {
+		w = newContacts(c.cfg)
+		// Raft drops observations when the channel is full rather than
+		// wait; contacts copes (a failed heartbeat repeats, and a record
+		// of one expires).
+		obs = make(chan raft.Observation, 64)
+		o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+			switch o.Data.(type) {
+			case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+				return true
+			}
+			return false
+		})
+		c.raft.RegisterObserver(o)
+		defer c.raft.DeregisterObserver(o)
+	}
 	t := time.NewTicker(c.cfg.ElectionTimeout)
 	defer t.Stop()
 	for {
 		select {
 		case <-c.closing:
 			return
+		case o := <-obs: // nil, and never ready, without PromoteAfter
+			w.observe(o.Data, time.Now())
+			continue
 		case <-t.C:
 		}
-		c.fetchMissingAddrs()
+		if c.raft.State() != raft.Leader {
+			w.reset()
+			c.fetchMissingAddrs()
+			continue
+		}
+		if w != nil {
+			c.checkVoters(w)
+		}
 	}
 }
 
@@ -242,4 +278,198 @@ func (c *Consensus) fetchMissingAddrs() {
 			c.host.AddAddrs(id, addrs)
 		}
 	}
+}
+
+// contacts is what the leader knows of its contact with each member: when
+// it last saw each one in contact, and which ones fail heartbeats. Only
+// addrLoop uses it. A nil *contacts ignores everything.
+type contacts struct {
+	// seen is when each member was last in contact, or when this peer
+	// first saw it as leader: a new leader knows nothing older, so every
+	// member gets PromoteAfter from then.
+	seen map[raft.ServerID]time.Time
+	// failing holds, per member whose heartbeats fail, when the latest
+	// failure was observed; a resumed heartbeat deletes it. A record older
+	// than stale is ignored, in case the resume was dropped: while
+	// heartbeats fail, a failure is observed at least every transport
+	// timeout plus half a heartbeat.
+	failing map[raft.ServerID]time.Time
+	stale   time.Duration
+}
+
+func newContacts(cfg Config) *contacts {
+	return &contacts{
+		seen:    map[raft.ServerID]time.Time{},
+		failing: map[raft.ServerID]time.Time{},
+		stale:   2 * (transportTimeout(cfg) + cfg.HeartbeatTimeout),
+	}
+}
+
+func (w *contacts) observe(data any, now time.Time) {
+	if w == nil {
+		return
+	}
+	switch o := data.(type) {
+	case raft.FailedHeartbeatObservation:
+		w.failing[o.PeerID] = now
+	case raft.ResumedHeartbeatObservation:
+		delete(w.failing, o.PeerID)
+	}
+}
+
+// reset forgets everything: this peer is not (or no longer) the leader.
+func (w *contacts) reset() {
+	if w == nil {
+		return
+	}
+	clear(w.seen)
+	clear(w.failing)
+}
+
+// update records the members of conf in contact now (connected, with
+// heartbeats not failing) and returns each member's state for the planner.
+func (w *contacts) update(conf raft.Configuration, inContact func(raft.ServerID) bool, now time.Time) []memberState {
+	out := make([]memberState, 0, len(conf.Servers))
+	present := make(map[raft.ServerID]bool, len(conf.Servers))
+	for _, s := range conf.Servers {
+		present[s.ID] = true
+		at, failed := w.failing[s.ID]
+		live := inContact(s.ID) && (!failed || now.Sub(at) > w.stale)
+		if _, ok := w.seen[s.ID]; live || !ok {
+			w.seen[s.ID] = now
+		}
+		out = append(out, memberState{Server: s, Live: live, Down: now.Sub(w.seen[s.ID])})
+	}
+	for id := range w.seen {
+		if !present[id] {
+			delete(w.seen, id)
+			delete(w.failing, id)
+		}
+	}
+	return out
+}
+
+// memberState is a member of the configuration as the leader sees it.
+type memberState struct {
+	raft.Server
+	Live bool          // in contact with the leader now (the leader itself is)
+	Down time.Duration // how long it has been out of contact; 0 when Live
+}
+
+// swap is one step of a promotion plan: promote a non-voter (unless
+// Promote.ID is empty) and then demote a voter.
+type swap struct {
+	Promote, Demote raft.Server
+}
+
+// planSwaps decides which dead voters to replace by which live non-voters.
+// It is pure, so that it can be tested on its own:
+//
+//   - dead voters are those out of contact for longer than after; each is
+//     demoted to non-voter, lowest peer ID first;
+//   - while the voters number voters or fewer, each demotion is preceded
+//     by the promotion of the live non-voter with the lowest peer ID, so
+//     that the count holds; with none left, that voter stays as it is;
+//   - with more voters than that (a swap half done), a dead voter is
+//     demoted without a replacement;
+//   - nothing is done unless the voters in contact form a quorum: the
+//     leader must be able to commit each change, and it must not count
+//     on its own view when that view says it has lost the cluster.
+func planSwaps(members []memberState, voters int, after time.Duration) []swap {
+	var dead, spare []memberState
+	nVoters, nLive := 0, 0
+	for _, m := range members {
+		switch {
+		case m.Suffrage == raft.Voter:
+			nVoters++
+			if m.Live {
+				nLive++
+			} else if m.Down > after {
+				dead = append(dead, m)
+			}
+		case m.Suffrage == raft.Nonvoter && m.Live:
+			spare = append(spare, m)
+		}
+	}
+	if len(dead) == 0 || nLive < nVoters/2+1 {
+		return nil
+	}
+	byID := func(a, b memberState) int { return cmp.Compare(peer.ID(a.ID), peer.ID(b.ID)) }
+	slices.SortFunc(dead, byID)
+	slices.SortFunc(spare, byID)
+	var plan []swap
+	for _, d := range dead {
+		step := swap{Demote: d.Server}
+		if nVoters <= voters {
+			if len(spare) == 0 {
+				break
+			}
+			step.Promote = spare[0].Server
+			spare = spare[1:]
+			nVoters++
+		}
+		plan = append(plan, step)
+		nVoters--
+	}
+	return plan
+}
+
+// checkVoters, on the leader, replaces voters that stayed out of contact
+// for PromoteAfter by live non-voters (planSwaps says which).
+func (c *Consensus) checkVoters(w *contacts) {
+	ctx, end, err := c.begin(context.Background())
+	if err != nil {
+		return
+	}
+	defer end()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.WaitForLeaderTimeout)
+	defer cancel()
+	c.memberMu.Lock()
+	defer c.memberMu.Unlock()
+	conf, index, err := c.configuration()
+	if err != nil {
+		return
+	}
+	self := raft.ServerID(c.id.String())
+	members := w.update(conf, func(id raft.ServerID) bool { return id == self || c.live(id) }, time.Now())
+	for _, step := range planSwaps(members, c.cfg.Voters, c.cfg.PromoteAfter) {
+		down := time.Duration(0)
+		for _, m := range members {
+			if m.ID == step.Demote.ID {
+				down = m.Down
+			}
+		}
+		if index, err = c.swapVoter(ctx, step, index); err != nil {
+			c.log.Error("replace a voter that is down", "voter", step.Demote.ID, "down", down.Round(time.Second),
+				"error", err)
+			return
+		}
+		if step.Promote.ID != "" {
+			c.log.Warn("promoted a non-voter to replace a voter that is down", "promoted", step.Promote.ID,
+				"demoted", step.Demote.ID, "down", down.Round(time.Second))
+		} else {
+			c.log.Warn("demoted a voter that is down", "demoted", step.Demote.ID, "down", down.Round(time.Second))
+		}
+	}
+}
+
+// swapVoter carries out one step against the configuration at index and
+// returns the index of the configuration it leaves.
+func (c *Consensus) swapVoter(ctx context.Context, step swap, index uint64) (uint64, error) {
+	timeout := c.enqueueTimeout(ctx)
+	if step.Promote.ID != "" {
+		// Promote first: the cluster never has fewer voters in contact
+		// than before, and a failure now leaves one voter too many (which
+		// the next check demotes) rather than one too few.
+		f := c.raft.AddVoter(step.Promote.ID, step.Promote.Address, index, timeout)
+		if err := c.wait(ctx, f); err != nil {
+			return 0, fmt.Errorf("promote non-voter %s: %w", step.Promote.ID, err)
+		}
+		index = f.Index()
+	}
+	f := c.raft.DemoteVoter(step.Demote.ID, index, timeout)
+	if err := c.wait(ctx, f); err != nil {
+		return 0, fmt.Errorf("demote voter %s: %w", step.Demote.ID, err)
+	}
+	return f.Index(), nil
 }

@@ -9,4 +9,8 @@ import "github.com/ipfs/go-cid"
 type Block struct {
 	CID  cid.Cid
 	Data []byte
+	// FileBytes is how many bytes of the file this block carries: the
+	// chunk's length for a leaf, 0 for an internal node. Summed over a run
+	// of blocks it gives the byte range of the file they cover.
+	FileBytes uint64
 }

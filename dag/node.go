@@ -95,7 +95,7 @@ func (e Encoder) Leaf(buf []byte, n int) (Block, Link, error) {
 	chunk := buf[LeafHeadroom : LeafHeadroom+n]
 	if e.p.RawLeaves {
 		c, err := e.Sum(cid.Raw, chunk)
-		return Block{CID: c, Data: chunk}, Link{CID: c, Tsize: uint64(n), FileSize: uint64(n)}, err
+		return Block{CID: c, Data: chunk, FileBytes: uint64(n)}, Link{CID: c, Tsize: uint64(n), FileSize: uint64(n)}, err
 	}
 	// UnixFS Data{Type, Data, filesize} inside PBNode{Data}.
 	var hdr [16]byte
@@ -111,7 +111,7 @@ func (e Encoder) Leaf(buf []byte, n int) (Block, Link, error) {
 	end += 1 + binary.PutUvarint(buf[end+1:], uint64(n))
 	data := buf[start:end]
 	c, err := e.Sum(cid.DagProtobuf, data)
-	return Block{CID: c, Data: data}, Link{CID: c, Tsize: uint64(len(data)), FileSize: uint64(n)}, err
+	return Block{CID: c, Data: data, FileBytes: uint64(n)}, Link{CID: c, Tsize: uint64(len(data)), FileSize: uint64(n)}, err
 }
 
 // emptyFile is the block of a file with no bytes: a dag-pb UnixFS file node
