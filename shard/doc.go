@@ -9,15 +9,16 @@
 //     (package ingest documents the order), stored and verified together on
 //     each peer it is allocated to. Its size is counted as the CAR sections
 //     its blocks and list nodes take in a store.
+//
 //   - list node: a dag-cbor node {"d": depth, "k": kind, "l": [CIDs], "v": 1}.
 //     A shard's list (kind "shard") names its blocks in stream order; a
 //     file's cluster-DAG (kind "cluster") names its shards' roots in order.
 //     A list longer than MaxLinks (8192) becomes a tree:
 //
-//	                 list d=1
-//	               /    |     \
-//	        list d=0  list d=0  list d=0      each holds <= 8192 links
-//	        b1..b8192 b8193..   ..bN          the items, in order
+//     list d=1
+//     /    |     \
+//     list d=0  list d=0  list d=0      each holds <= 8192 links
+//     b1..b8192 b8193..   ..bN          the items, in order
 //
 //   - Info: what a sharded pin records of a shard: index, root CID, size,
 //     block count and the byte range of the file its leaves cover. Block
