@@ -14,16 +14,17 @@
 //     A shard's list (kind "shard") names its blocks in stream order; a
 //     file's cluster-DAG (kind "cluster") names its shards' roots in order.
 //     A list longer than MaxLinks (8192) becomes a tree (picture below).
+//
 //   - Info: what a sharded pin records of a shard: index, root CID, size,
 //     block count and the byte range of the file its leaves cover. Block
 //     CIDs stay in the list nodes on the peers, never in Raft.
 //
 // A list tree, each node holding at most 8192 links, the items in order:
 //
-//	                list d=1
-//	              /    |     \
-//	       list d=0  list d=0  list d=0
-//	       b1..b8192 b8193..   ..bN
+//	         list d=1
+//	       /    |     \
+//	list d=0  list d=0  list d=0
+//	b1..b8192 b8193..   ..bN
 //
 // The Cutter is an ingest.Sink. When a block would push the open shard past
 // the limit its Opener gave, it builds the shard's list tree, commits it
