@@ -81,6 +81,14 @@ func allocatedHere(p consensus.Pin, self peer.ID) bool {
 	return p.RMax == consensus.Everywhere || slices.Contains(p.Allocations, self)
 }
 
+func keepShards(keep map[string]bool, shards []consensus.Shard, self peer.ID) {
+	for _, sh := range shards {
+		if slices.Contains(sh.Allocations, self) {
+			keep[sh.CID.String()] = true
+		}
+	}
+}
+
 // status is this peer's state for c.
 func (t *tracker) status(c cid.Cid) api.PeerStatus {
 	st := api.PeerStatus{Name: t.p.cfg.PeerName}
@@ -139,12 +147,26 @@ func (t *tracker) round(ctx context.Context, failed map[string]time.Time) {
 	}
 	t.mu.Unlock()
 	self := t.p.host.ID()
-	pins := t.p.cons.State().Pins()
+	state := t.p.cons.State()
+	pins := state.Pins()
+	// want: plain pins allocated here, by root; keep: every store key
+	// that must stay, which adds the shards of sharded pins and of adds
+	// in progress allocated here. A shard two files share has one key, so
+	// it stays while either wants it.
 	want := make(map[string]consensus.Pin, len(pins))
+	keep := make(map[string]bool, len(pins))
 	for _, p := range pins {
+		if p.Kind == consensus.KindSharded {
+			keepShards(keep, p.Shards, self)
+			continue
+		}
 		if allocatedHere(p, self) {
 			want[p.CID.String()] = p
+			keep[p.CID.String()] = true
 		}
+	}
+	for _, a := range state.Adds() {
+		keepShards(keep, a.Shards, self)
 	}
 	t.mu.Lock()
 	for _, p := range pins {
@@ -162,7 +184,7 @@ func (t *tracker) round(ctx context.Context, failed map[string]time.Time) {
 	t.mu.Unlock()
 
 	for _, sh := range t.p.store.Shards() {
-		if _, ok := want[sh.Key]; ok || protected[sh.Key] {
+		if keep[sh.Key] || protected[sh.Key] {
 			continue
 		}
 		if err := t.p.store.Delete(sh.Key); err != nil && !errors.Is(err, store.ErrNotFound) {

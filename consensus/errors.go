@@ -30,6 +30,10 @@ var (
 	// be applied. Read the state to find out.
 	ErrOutcomeUnknown = errors.New("outcome unknown")
 
+	// ErrNoSuchAdd: an add op named an add in progress that does not
+	// exist (never begun, committed or aborted already).
+	ErrNoSuchAdd = errors.New("no such add in progress")
+
 	// ErrUnknownPeer: RemovePeer named a peer that is not in the cluster.
 	ErrUnknownPeer = errors.New("not a cluster peer")
 

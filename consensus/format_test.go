@@ -62,6 +62,13 @@ func goldenOps(t testing.TB) map[string]Op {
 			Allocations: []peer.ID{p1, p2}, Kind: KindPlain,
 		}, t0.Add(time.Second)),
 		"op-unpin": UnpinOp(fixedCID(t, true, "b"), t0.Add(2*time.Second)),
+		"op-add-begin": AddBeginOp(Add{ID: "add-0001", Name: "big.iso", RMin: 2, RMax: 3, Owner: p1},
+			t0.Add(3*time.Second)),
+		"op-add-shard": AddShardOp("add-0001", 0, Shard{CID: fixedCID(t, true, "s0"), Size: 104857600,
+			Blocks: 401, Offset: 0, Length: 104726528, Allocations: []peer.ID{p2, p1}}, t0.Add(4*time.Second)),
+		"op-add-commit": AddCommitOp("add-0001", fixedCID(t, false, "root"), fixedCID(t, true, "cdag"),
+			104726528, t0.Add(5*time.Second)),
+		"op-add-abort": AddAbortOp("add-0002", t0.Add(6*time.Second)),
 	}
 }
 
@@ -257,19 +264,78 @@ func goldenState(t testing.TB) *State {
 	return s
 }
 
-func TestSnapshotGoldenAndRoundTrip(t *testing.T) {
+// shardedGoldenState is goldenState plus a committed sharded pin and an
+// add in progress.
+func shardedGoldenState(t testing.TB) *State {
 	s := goldenState(t)
+	ops := goldenOps(t)
+	for _, name := range []string{"op-add-begin", "op-add-shard"} {
+		if err := s.apply(ops[name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := ops["op-add-shard"]
+	second.Index, second.Shard.CID, second.Shard.Offset = 1, fixedCID(t, true, "s1"), 104726528
+	second.Shard.Length, second.Shard.Allocations = 123, []peer.ID{fixedPeer(t, 3)}
+	for _, op := range []Op{second, ops["op-add-commit"]} {
+		if err := s.apply(op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := ops["op-add-begin"]
+	pending.Add.ID = "add-0002"
+	for _, op := range []Op{pending, AddShardOp("add-0002", 0, Shard{CID: fixedCID(t, true, "p0"), Size: 9, Blocks: 1,
+		Length: 5, Allocations: []peer.ID{fixedPeer(t, 1)}}, t0.Add(7*time.Second))} {
+		if err := s.apply(op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// TestSnapshotV1StillReads: a snapshot written by the first format (plain
+// pins only) restores into the current state: the migration path.
+func TestSnapshotV1StillReads(t *testing.T) {
+	text, err := os.ReadFile(filepath.Join("testdata", "snapshot-v1.hex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hex.DecodeString(strings.ReplaceAll(string(text), "\n", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := newState()
+	if err := (fsm{s: restored}).Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	if want := goldenState(t).Pins(); !reflect.DeepEqual(restored.Pins(), want) {
+		t.Fatalf("v1 restored\n%+v\nwant\n%+v", restored.Pins(), want)
+	}
+	if len(restored.Adds()) != 0 {
+		t.Fatal("v1 snapshot produced adds")
+	}
+}
+
+func TestSnapshotGoldenAndRoundTrip(t *testing.T) {
+	s := shardedGoldenState(t)
 	b := snapshotBytes(t, s)
-	if !bytes.HasPrefix(b, []byte("shoal-pinset 1\n")) {
+	if !bytes.HasPrefix(b, []byte("shoal-pinset 2\n")) {
 		t.Fatalf("snapshot starts %q", b[:min(len(b), 20)])
 	}
-	checkGolden(t, "snapshot-v1", b)
+	checkGolden(t, "snapshot-v2", b)
+	if adds := s.Adds(); len(adds) != 1 || adds[0].ID != "add-0002" || len(adds[0].Shards) != 1 {
+		t.Fatalf("adds in progress: %+v", adds)
+	}
+	root, _ := s.Get(fixedCID(t, false, "root"))
+	if root.Kind != KindSharded || len(root.Shards) != 2 || root.Name != "big.iso" || root.Size != 104726528 {
+		t.Fatalf("sharded pin: %+v", root)
+	}
 
 	restored := newState()
 	if err := (fsm{s: restored}).Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(restored.Pins(), s.Pins()) {
+	if !reflect.DeepEqual(restored.Pins(), s.Pins()) || !reflect.DeepEqual(restored.Adds(), s.Adds()) {
 		t.Fatalf("restored\n%+v\nwant\n%+v", restored.Pins(), s.Pins())
 	}
 	// Deterministic: the same state gives the same bytes.
@@ -291,17 +357,17 @@ func TestRestoreRefusesCorruptSnapshots(t *testing.T) {
 		ptrs := s.sortedPins()
 		ptrs[0], ptrs[1] = ptrs[1], ptrs[0]
 		var buf bytes.Buffer
-		if err := writeSnapshot(&buf, ptrs); err != nil {
+		if err := writeSnapshot(&buf, ptrs, nil); err != nil {
 			t.Fatal(err)
 		}
 		return buf.Bytes()
 	}()
 	tests := map[string][]byte{
 		"empty":            nil,
-		"wrong header":     append([]byte("shoal-pinset 2\n"), good[15:]...),
+		"wrong header":     append([]byte("shoal-pinset 3\n"), good[15:]...),
 		"truncated":        good[:len(good)-3],
 		"trailing garbage": append(bytes.Clone(good), 1),
-		"count too high":   append(append([]byte("shoal-pinset 1\n"), 9), good[16:]...),
+		"count too high":   append(append([]byte("shoal-pinset 2\n"), 9), good[16:]...),
 		"out of order":     swapped,
 	}
 	for name, b := range tests {
@@ -321,9 +387,10 @@ func TestRestoreRefusesCorruptSnapshots(t *testing.T) {
 
 func FuzzReadSnapshot(f *testing.F) {
 	f.Add(snapshotBytes(f, goldenState(f)))
+	f.Add(snapshotBytes(f, shardedGoldenState(f)))
 	f.Add(snapshotBytes(f, newState()))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		pins, err := readSnapshot(bytes.NewReader(b))
+		pins, _, err := readSnapshot(bytes.NewReader(b))
 		if err != nil {
 			if !errors.Is(err, ErrCorruptSnapshot) {
 				t.Fatalf("error %v does not wrap ErrCorruptSnapshot", err)

@@ -30,6 +30,14 @@ func (t OpType) String() string {
 		return "pin"
 	case OpUnpin:
 		return "unpin"
+	case OpAddBegin:
+		return "add-begin"
+	case OpAddShard:
+		return "add-shard"
+	case OpAddCommit:
+		return "add-commit"
+	case OpAddAbort:
+		return "add-abort"
 	default:
 		return fmt.Sprintf("op(%d)", uint8(t))
 	}
@@ -47,8 +55,13 @@ type Op struct {
 	// on any peer gives the same times.
 	Time time.Time
 	// Pin is the pin to add or update (OpPin; its Created and Updated are
-	// ignored), or only its CID (OpUnpin).
+	// ignored), or only its CID (OpUnpin), or the root, cluster-DAG and
+	// size of a committed add (OpAddCommit).
 	Pin Pin
+	// Add, Index and Shard are the fields of the add ops (sharded.go).
+	Add   Add
+	Index int
+	Shard Shard
 }
 
 // PinOp returns an op that pins (or updates) p, made at time now.
@@ -57,7 +70,12 @@ func PinOp(p Pin, now time.Time) Op { return Op{Type: OpPin, Time: now, Pin: p} 
 // UnpinOp returns an op that unpins c, made at time now.
 func UnpinOp(c cid.Cid, now time.Time) Op { return Op{Type: OpUnpin, Time: now, Pin: Pin{CID: c}} }
 
-func (o Op) String() string { return fmt.Sprintf("%s %s", o.Type, o.Pin.CID) }
+func (o Op) String() string {
+	if o.Type >= OpAddBegin {
+		return fmt.Sprintf("%s %x", o.Type, o.Add.ID)
+	}
+	return fmt.Sprintf("%s %s", o.Type, o.Pin.CID)
+}
 
 // Validate reports the first reason o cannot be encoded or applied.
 func (o Op) Validate() error {
@@ -69,7 +87,12 @@ func (o Op) Validate() error {
 	}
 	switch o.Type {
 	case OpPin:
+		if o.Pin.Kind == KindSharded {
+			return fmt.Errorf("%s: sharded pins are made by committing an add: %w", o, ErrInvalidOp)
+		}
 		return o.Pin.Validate()
+	case OpAddBegin, OpAddShard, OpAddCommit, OpAddAbort:
+		return o.validateAddOp()
 	case OpUnpin:
 		if !o.Pin.CID.Defined() {
 			return fmt.Errorf("unpin: no CID: %w", ErrInvalidOp)
@@ -102,6 +125,8 @@ func (o Op) AppendBinary(b []byte) ([]byte, error) {
 		b = appendPinFields(b, &o.Pin)
 	case OpUnpin:
 		b = appendField(b, o.Pin.CID.Bytes())
+	case OpAddBegin, OpAddShard, OpAddCommit, OpAddAbort:
+		b = o.appendAddOp(b)
 	}
 	return b, nil
 }
@@ -123,8 +148,13 @@ func DecodeOp(b []byte) (Op, error) {
 	switch o.Type {
 	case OpPin:
 		o.Pin = d.pinFields()
+		if d.err == nil && o.Pin.Kind == KindSharded {
+			d.fail(fmt.Errorf("a pin op may not carry a sharded pin: %w", ErrInvalidOp))
+		}
 	case OpUnpin:
 		o.Pin.CID = d.cid()
+	case OpAddBegin, OpAddShard, OpAddCommit, OpAddAbort:
+		d.addOp(&o)
 	default:
 		if d.err == nil {
 			return Op{}, fmt.Errorf("decode op: unknown op type %d: %w", uint8(o.Type), ErrInvalidOp)
@@ -285,17 +315,9 @@ func (d *decoder) pinFields() Pin {
 		p.Allocations = make([]peer.ID, 0, min(n, uint64(len(d.b))))
 	}
 	for range n {
-		f := d.field(maxPeerIDLen)
+		id := d.peerIDField()
 		if d.err != nil {
-			return Pin{}
-		}
-		toID := d.peerID
-		if toID == nil {
-			toID = peer.IDFromBytes // copies f
-		}
-		id, err := toID(f)
-		if err != nil {
-			d.fail(fmt.Errorf("allocation %d: %w", len(p.Allocations), err))
+			d.err = fmt.Errorf("allocation %d: %w", len(p.Allocations), d.err)
 			return Pin{}
 		}
 		p.Allocations = append(p.Allocations, id)

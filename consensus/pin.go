@@ -16,20 +16,23 @@ type Kind uint8
 const (
 	// KindPlain is a whole DAG pinned as one unit on each allocated peer.
 	KindPlain Kind = 1
-	// Sharded pins (a root, its shard list and the shards) will take the
-	// next numbers.
+	// KindSharded is a file whose DAG blocks are cut into shards, each
+	// allocated on its own (Pin.Shards).
+	KindSharded Kind = 2
 )
 
 func (k Kind) String() string {
 	switch k {
 	case KindPlain:
 		return "plain"
+	case KindSharded:
+		return "sharded"
 	default:
 		return fmt.Sprintf("kind(%d)", uint8(k))
 	}
 }
 
-func (k Kind) valid() bool { return k == KindPlain }
+func (k Kind) valid() bool { return k == KindPlain || k == KindSharded }
 
 // Limits on a pin's fields, checked when an op is encoded, decoded and
 // applied, so that no member can grow a pin without bound.
@@ -62,6 +65,15 @@ type Pin struct {
 	// reads a clock.
 	Created, Updated time.Time
 	Kind             Kind
+
+	// Sharded pins only (Kind == KindSharded); Allocations is empty, each
+	// shard has its own.
+	//
+	// Size is the file's length in bytes; ClusterDAG the root of the list
+	// of its shard roots (package shard); Shards the shards in file order.
+	Size       uint64
+	ClusterDAG cid.Cid
+	Shards     []Shard
 }
 
 // NewPin returns a plain pin of c on every peer.
@@ -120,8 +132,9 @@ func checkPinFields(name string, rmin, rmax, nalloc int, kind Kind) error {
 	return nil
 }
 
-// clone returns p with its own Allocations slice.
+// clone returns p with its own Allocations and Shards slices.
 func (p Pin) clone() Pin {
 	p.Allocations = slices.Clone(p.Allocations)
+	p.Shards = cloneShards(p.Shards)
 	return p
 }

@@ -258,19 +258,6 @@ func appendAddrs(b []byte, addrs []ma.Multiaddr) []byte {
 	return b
 }
 
-func (d *decoder) peerIDField() peer.ID {
-	f := d.field(maxPeerIDLen)
-	if d.err != nil {
-		return ""
-	}
-	id, err := peer.IDFromBytes(f)
-	if err != nil {
-		d.fail(err)
-		return ""
-	}
-	return id
-}
-
 func (d *decoder) addrs() []ma.Multiaddr {
 	n := d.uvarint()
 	if d.err == nil && n > maxAddrsPerID {

@@ -11,16 +11,26 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// The snapshot format, version 1. Integers are encoding/binary varints;
+// The snapshot format, version 2. Integers are encoding/binary varints;
 // "bytes" is a uvarint length and that many bytes.
 //
-//	header  "shoal-pinset 1\n"            (the format name and version, a text line)
+//	header  "shoal-pinset 2\n"            (the format name and version, a text line)
 //	count   uvarint                       (number of pins)
 //	record  * count, in ascending order of CID bytes:
 //	        length(uvarint) then length bytes of
 //	        cid(bytes) name(bytes) rmin(varint) rmax(varint) kind(1 byte)
 //	        nalloc(uvarint) allocation(bytes)*nalloc
+//	        [kind 2, sharded: size(uvarint) clusterdag(bytes) nshards(uvarint) shard*nshards]
 //	        created(varint, Unix ns) updated(varint, Unix ns)
+//	nadds   uvarint                       (adds in progress)
+//	add     * nadds, in ascending order of ID:
+//	        length(uvarint) then length bytes of
+//	        id(bytes) name(bytes) rmin(varint) rmax(varint) owner(bytes)
+//	        started(varint) updated(varint) nshards(uvarint) shard*nshards
+//	shard   = cid(bytes) size blocks offset length (uvarints) nalloc(uvarint) allocation(bytes)*nalloc
+//
+// Version 1 (testdata/snapshot-v1.hex) is version 2 without the sharded
+// fields and the adds; readers take both, writers write version 2.
 //
 // The stream ends right after the last record. The pin fields are encoded
 // as in an OpPin body. Records are length-prefixed so that a reader can
@@ -28,13 +38,16 @@ import (
 // and readers stream through bufio: memory is the pins themselves, never
 // a copy of the whole snapshot. Raft's file snapshot store adds its own
 // CRC over the stream. The golden bytes are in testdata/snapshot-v1.bin.
-const snapshotHeader = "shoal-pinset 1\n"
+const (
+	snapshotHeader   = "shoal-pinset 2\n"
+	snapshotHeaderV1 = "shoal-pinset 1\n"
+)
 
-// maxRecord bounds one snapshot record: a pin with the longest name and
-// the most allocations fits with room to spare.
-const maxRecord = 512 << 10
+// maxRecord bounds one snapshot record: a sharded pin of 100,000 shards
+// (10 TiB at 100 MiB a shard) fits.
+const maxRecord = 64 << 20
 
-func writeSnapshot(w io.Writer, pins []*Pin) error {
+func writeSnapshot(w io.Writer, pins []*Pin, adds []*Add) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	if _, err := bw.WriteString(snapshotHeader); err != nil {
 		return err
@@ -46,8 +59,35 @@ func writeSnapshot(w io.Writer, pins []*Pin) error {
 	}
 	for _, p := range pins {
 		rec = appendPinFields(rec[:0], p)
+		if p.Kind == KindSharded {
+			rec = appendShardedFields(rec, p)
+		}
 		rec = binary.AppendVarint(rec, p.Created.UnixNano())
 		rec = binary.AppendVarint(rec, p.Updated.UnixNano())
+		lenBuf = binary.AppendUvarint(lenBuf[:0], uint64(len(rec)))
+		if _, err := bw.Write(lenBuf); err != nil {
+			return err
+		}
+		if _, err := bw.Write(rec); err != nil {
+			return err
+		}
+	}
+	lenBuf = binary.AppendUvarint(lenBuf[:0], uint64(len(adds)))
+	if _, err := bw.Write(lenBuf); err != nil {
+		return err
+	}
+	for _, a := range adds {
+		rec = appendField(rec[:0], []byte(a.ID))
+		rec = appendField(rec, []byte(a.Name))
+		rec = binary.AppendVarint(rec, int64(a.RMin))
+		rec = binary.AppendVarint(rec, int64(a.RMax))
+		rec = appendField(rec, []byte(a.Owner))
+		rec = binary.AppendVarint(rec, a.Started.UnixNano())
+		rec = binary.AppendVarint(rec, a.Updated.UnixNano())
+		rec = binary.AppendUvarint(rec, uint64(len(a.Shards)))
+		for i := range a.Shards {
+			rec = appendShard(rec, &a.Shards[i])
+		}
 		lenBuf = binary.AppendUvarint(lenBuf[:0], uint64(len(rec)))
 		if _, err := bw.Write(lenBuf); err != nil {
 			return err
@@ -59,18 +99,19 @@ func writeSnapshot(w io.Writer, pins []*Pin) error {
 	return bw.Flush()
 }
 
-func readSnapshot(r io.Reader) (map[cid.Cid]*Pin, error) {
+func readSnapshot(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, error) {
 	corrupt := func(format string, args ...any) error {
 		return fmt.Errorf("read pinset snapshot: %s: %w", fmt.Sprintf(format, args...), ErrCorruptSnapshot)
 	}
 	br := bufio.NewReaderSize(r, 1<<20)
 	header := make([]byte, len(snapshotHeader))
-	if _, err := io.ReadFull(br, header); err != nil || string(header) != snapshotHeader {
-		return nil, corrupt("header %q, want %q", header, snapshotHeader)
+	if _, err := io.ReadFull(br, header); err != nil || (string(header) != snapshotHeader && string(header) != snapshotHeaderV1) {
+		return nil, nil, corrupt("header %q, want %q", header, snapshotHeader)
 	}
+	v1 := string(header) == snapshotHeaderV1
 	count, err := binary.ReadUvarint(br)
 	if err != nil {
-		return nil, corrupt("pin count: %v", err)
+		return nil, nil, corrupt("pin count: %v", err)
 	}
 	// The count is not trusted for the allocation: a corrupt one must not
 	// reserve memory the records never fill.
@@ -91,37 +132,90 @@ func readSnapshot(r io.Reader) (map[cid.Cid]*Pin, error) {
 	for i := range count {
 		n, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, corrupt("length of record %d of %d: %v", i, count, err)
+			return nil, nil, corrupt("length of record %d of %d: %v", i, count, err)
 		}
 		if n > maxRecord {
-			return nil, corrupt("record %d is %d bytes, limit %d", i, n, maxRecord)
+			return nil, nil, corrupt("record %d is %d bytes, limit %d", i, n, maxRecord)
 		}
 		if uint64(cap(buf)) < n {
 			buf = make([]byte, n)
 		}
 		buf = buf[:n]
 		if _, err := io.ReadFull(br, buf); err != nil {
-			return nil, corrupt("record %d of %d: %v", i, count, err)
+			return nil, nil, corrupt("record %d of %d: %v", i, count, err)
 		}
 		d.b, d.err = buf, nil
 		p := d.pinFields()
+		if p.Kind == KindSharded && !v1 {
+			d.shardedFields(&p)
+		}
 		created, updated := d.time(), d.time()
 		if d.err == nil && len(d.b) != 0 {
 			d.err = fmt.Errorf("%d bytes after the fields", len(d.b))
 		}
 		if d.err != nil {
-			return nil, corrupt("record %d: %v", i, d.err)
+			return nil, nil, corrupt("record %d: %v", i, d.err)
 		}
 		key := p.CID.KeyString()
 		if i > 0 && key <= prev {
-			return nil, corrupt("record %d: CID %s out of order or repeated", i, p.CID)
+			return nil, nil, corrupt("record %d: CID %s out of order or repeated", i, p.CID)
 		}
 		prev = key
 		p.Created, p.Updated = created, updated
 		pins[p.CID] = &p
 	}
-	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
-		return nil, corrupt("data after the last of %d records", count)
+	adds := make(map[string]*Add)
+	if !v1 {
+		nadds, err := binary.ReadUvarint(br)
+		if err != nil {
+			return nil, nil, corrupt("add count: %v", err)
+		}
+		var prevID string
+		for i := range nadds {
+			n, err := binary.ReadUvarint(br)
+			if err != nil || n > maxRecord {
+				return nil, nil, corrupt("length of add %d of %d: %v", i, nadds, err)
+			}
+			if uint64(cap(buf)) < n {
+				buf = make([]byte, n)
+			}
+			buf = buf[:n]
+			if _, err := io.ReadFull(br, buf); err != nil {
+				return nil, nil, corrupt("add %d of %d: %v", i, nadds, err)
+			}
+			d.b, d.err = buf, nil
+			var a Add
+			a.ID = string(d.field(MaxAddIDLen))
+			a.Name = string(d.field(MaxNameLen))
+			a.RMin = d.int("rmin", Everywhere, MaxReplication)
+			a.RMax = d.int("rmax", Everywhere, MaxReplication)
+			a.Owner = d.peerIDField()
+			a.Started, a.Updated = d.time(), d.time()
+			ns := d.uvarint()
+			if d.err == nil && ns > MaxShards {
+				d.fail(fmt.Errorf("%d shards exceed %d", ns, MaxShards))
+			}
+			for j := uint64(0); j < ns && d.err == nil; j++ {
+				a.Shards = append(a.Shards, d.shard())
+			}
+			if d.err == nil && len(d.b) != 0 {
+				d.err = fmt.Errorf("%d bytes after the fields", len(d.b))
+			}
+			if d.err == nil {
+				d.err = validateAddID(a.ID)
+			}
+			if d.err != nil {
+				return nil, nil, corrupt("add %d: %v", i, d.err)
+			}
+			if i > 0 && a.ID <= prevID {
+				return nil, nil, corrupt("add %d out of order or repeated", i)
+			}
+			prevID = a.ID
+			adds[a.ID] = &a
+		}
 	}
-	return pins, nil
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		return nil, nil, corrupt("data after the last of %d records", count)
+	}
+	return pins, adds, nil
 }

@@ -20,9 +20,16 @@ import (
 type State struct {
 	mu   sync.RWMutex
 	pins map[cid.Cid]*Pin
+	// adds are the sharded adds in progress, by ID; like pins, the
+	// values are never modified once stored.
+	adds map[string]*Add
 }
 
-func newState() *State { return &State{pins: make(map[cid.Cid]*Pin)} }
+func newState() *State { return &State{pins: make(map[cid.Cid]*Pin), adds: make(map[string]*Add)} }
+
+// internID keeps one copy of each peer ID string: thousands of pins share
+// a few peers.
+func internID(s string) string { return unique.Make(s).Value() }
 
 // Get returns the pin of c, if any.
 func (s *State) Get(c cid.Cid) (Pin, bool) {
@@ -77,13 +84,22 @@ func (s *State) apply(op Op) error {
 		p.Created, p.Updated = op.Time, op.Time
 		if old, ok := s.pins[p.CID]; ok {
 			p.Created = old.Created
+			if old.Kind == KindSharded {
+				// Pinning a sharded root again renames it or changes
+				// its replication; its shards stay where they are.
+				np := *old
+				np.Name, np.RMin, np.RMax, np.Updated = p.Name, p.RMin, p.RMax, op.Time
+				s.pins[p.CID] = &np
+				return nil
+			}
 		}
 		for i, a := range p.Allocations {
-			// Thousands of pins share a few peers: keep one copy of each ID.
-			p.Allocations[i] = peer.ID(unique.Make(string(a)).Value())
+			p.Allocations[i] = peer.ID(internID(string(a)))
 		}
 		s.pins[p.CID] = &p
 		return nil
+	case OpAddBegin, OpAddShard, OpAddCommit, OpAddAbort:
+		return s.applyAdd(op)
 	case OpUnpin:
 		if _, ok := s.pins[op.Pin.CID]; !ok {
 			return fmt.Errorf("unpin %s: %w", op.Pin.CID, ErrNotPinned)
@@ -123,29 +139,38 @@ func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
 	for _, p := range f.s.pins {
 		ptrs = append(ptrs, p)
 	}
+	adds := make([]*Add, 0, len(f.s.adds))
+	for _, a := range f.s.adds {
+		adds = append(adds, a)
+	}
 	f.s.mu.RUnlock()
-	return &snapshot{pins: ptrs}, nil
+	return &snapshot{pins: ptrs, adds: adds}, nil
 }
 
 // Restore replaces the state with the snapshot in rc. On error the state
 // is unchanged.
 func (f fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	pins, err := readSnapshot(rc)
+	pins, adds, err := readSnapshot(rc)
 	if err != nil {
 		return err
 	}
 	f.s.mu.Lock()
 	f.s.pins = pins
+	f.s.adds = adds
 	f.s.mu.Unlock()
 	return nil
 }
 
-type snapshot struct{ pins []*Pin }
+type snapshot struct {
+	pins []*Pin
+	adds []*Add
+}
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	slices.SortFunc(s.pins, func(a, b *Pin) int { return cmp.Compare(a.CID.KeyString(), b.CID.KeyString()) })
-	if err := writeSnapshot(sink, s.pins); err != nil {
+	slices.SortFunc(s.adds, func(a, b *Add) int { return cmp.Compare(a.ID, b.ID) })
+	if err := writeSnapshot(sink, s.pins, s.adds); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot %s: %w", sink.ID(), err)
 	}
