@@ -158,6 +158,9 @@ func (t *tracker) round(ctx context.Context, failed map[string]time.Time) {
 	for _, p := range pins {
 		if p.Kind == consensus.KindSharded {
 			keepShards(keep, p.Shards, self)
+			if slices.Contains(p.Allocations, self) {
+				keep[p.ClusterDAG.String()] = true // its list nodes
+			}
 			continue
 		}
 		if allocatedHere(p, self) {

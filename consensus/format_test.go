@@ -67,7 +67,7 @@ func goldenOps(t testing.TB) map[string]Op {
 		"op-add-shard": AddShardOp("add-0001", 0, Shard{CID: fixedCID(t, true, "s0"), Size: 104857600,
 			Blocks: 401, Offset: 0, Length: 104726528, Allocations: []peer.ID{p2, p1}}, t0.Add(4*time.Second)),
 		"op-add-commit": AddCommitOp("add-0001", fixedCID(t, false, "root"), fixedCID(t, true, "cdag"),
-			104726528, t0.Add(5*time.Second)),
+			104726528, []peer.ID{p1, p2}, t0.Add(5*time.Second)),
 		"op-add-abort": AddAbortOp("add-0002", t0.Add(6*time.Second)),
 	}
 }

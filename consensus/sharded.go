@@ -93,8 +93,9 @@ const (
 	// so a commit whose outcome was unknown can be retried.
 	OpAddShard OpType = 4
 	// OpAddCommit turns add Op.Add.ID into the sharded pin of root
-	// Op.Pin.CID with Op.Pin.ClusterDAG and Op.Pin.Size. A pin of the same
-	// root is replaced (keeping its Created time).
+	// Op.Pin.CID with Op.Pin.ClusterDAG and Op.Pin.Size; Op.Pin.Allocations
+	// are the peers that hold the cluster-DAG's list nodes. A pin of the
+	// same root is replaced (keeping its Created time).
 	OpAddCommit OpType = 5
 	// OpAddAbort drops add Op.Add.ID; dropping one that does not exist is
 	// a no-op.
@@ -109,9 +110,11 @@ func AddShardOp(id string, index int, s Shard, now time.Time) Op {
 	return Op{Type: OpAddShard, Time: now, Add: Add{ID: id}, Index: index, Shard: s}
 }
 
-// AddCommitOp turns add id into the sharded pin of root.
-func AddCommitOp(id string, root, clusterDAG cid.Cid, size uint64, now time.Time) Op {
-	return Op{Type: OpAddCommit, Time: now, Add: Add{ID: id}, Pin: Pin{CID: root, ClusterDAG: clusterDAG, Size: size, Kind: KindSharded}}
+// AddCommitOp turns add id into the sharded pin of root, whose cluster-DAG
+// is held by holders.
+func AddCommitOp(id string, root, clusterDAG cid.Cid, size uint64, holders []peer.ID, now time.Time) Op {
+	return Op{Type: OpAddCommit, Time: now, Add: Add{ID: id},
+		Pin: Pin{CID: root, ClusterDAG: clusterDAG, Size: size, Kind: KindSharded, Allocations: holders}}
 }
 
 // AddAbortOp drops add id.
@@ -148,6 +151,7 @@ func (o Op) validateAddOp() error {
 		if !o.Pin.CID.Defined() || !o.Pin.ClusterDAG.Defined() {
 			return fmt.Errorf("commit add: root and cluster-DAG CIDs are required: %w", ErrInvalidOp)
 		}
+		return Shard{CID: o.Pin.ClusterDAG, Allocations: o.Pin.Allocations}.validate()
 	}
 	return nil
 }
@@ -157,6 +161,7 @@ func (o Op) validateAddOp() error {
 //	OpAddBegin  body = id(bytes) name(bytes) rmin(varint) rmax(varint) owner(bytes)
 //	OpAddShard  body = id(bytes) index(uvarint) shard
 //	OpAddCommit body = id(bytes) root(cid bytes) clusterdag(cid bytes) size(uvarint)
+//	                   nalloc(uvarint) allocation(bytes)*nalloc (the cluster-DAG's holders)
 //	OpAddAbort  body = id(bytes)
 //	shard       = cid(bytes) size blocks offset length (uvarints) nalloc(uvarint) allocation(bytes)*nalloc
 func (o Op) appendAddOp(b []byte) []byte {
@@ -174,6 +179,10 @@ func (o Op) appendAddOp(b []byte) []byte {
 		b = appendField(b, o.Pin.CID.Bytes())
 		b = appendField(b, o.Pin.ClusterDAG.Bytes())
 		b = binary.AppendUvarint(b, o.Pin.Size)
+		b = binary.AppendUvarint(b, uint64(len(o.Pin.Allocations)))
+		for _, a := range o.Pin.Allocations {
+			b = appendField(b, []byte(a))
+		}
 	}
 	return b
 }
@@ -247,6 +256,13 @@ func (d *decoder) addOp(o *Op) {
 		o.Pin.ClusterDAG = d.cid()
 		o.Pin.Size = d.uvarint()
 		o.Pin.Kind = KindSharded
+		n := d.uvarint()
+		if d.err == nil && n > MaxAllocations {
+			d.fail(fmt.Errorf("%d allocations exceed %d", n, MaxAllocations))
+		}
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			o.Pin.Allocations = append(o.Pin.Allocations, d.peerIDField())
+		}
 	}
 	if d.err == nil {
 		if err := o.validateAddOp(); err != nil {
@@ -329,7 +345,10 @@ func (s *State) applyAdd(op Op) error {
 		}
 		p := Pin{CID: op.Pin.CID, Name: a.Name, RMin: a.RMin, RMax: a.RMax, Kind: KindSharded,
 			Size: op.Pin.Size, ClusterDAG: op.Pin.ClusterDAG, Shards: a.Shards,
-			Created: op.Time, Updated: op.Time}
+			Allocations: slices.Clone(op.Pin.Allocations), Created: op.Time, Updated: op.Time}
+		for i, al := range p.Allocations {
+			p.Allocations[i] = peer.ID(internID(string(al)))
+		}
 		if old, exists := s.pins[p.CID]; exists {
 			p.Created = old.Created
 		}

@@ -30,8 +30,8 @@ func TestApplyAdds(t *testing.T) {
 		{AddShardOp("x", 0, sh("s0"), at(5)), nil},             // a retried op: no-op
 		{AddShardOp("x", 0, sh("other"), at(6)), ErrInvalidOp}, // a different shard 0
 		{AddShardOp("x", 1, sh("s1"), at(7)), nil},
-		{AddCommitOp("y", root, cdag, 10, at(8)), ErrNoSuchAdd},
-		{AddCommitOp("x", root, cdag, 10, at(9)), nil},
+		{AddCommitOp("y", root, cdag, 10, nil, at(8)), ErrNoSuchAdd},
+		{AddCommitOp("x", root, cdag, 10, []peer.ID{p1}, at(9)), nil},
 		{AddAbortOp("x", at(10)), nil}, // gone already: no-op
 	}
 	for i, st := range steps {
