@@ -76,15 +76,51 @@ type PeerStatus struct {
 	Error  string `json:"error,omitempty"`
 }
 
+// Overall states of a pin.
+const (
+	// OverallPinned: every shard (or the whole DAG) is pinned on at least
+	// rmin peers.
+	OverallPinned = "pinned"
+	// OverallInProgress: being added or first replicated.
+	OverallInProgress = "in_progress"
+	// OverallDegraded: something is below rmin but every part still has
+	// a pinned copy.
+	OverallDegraded = "degraded"
+	// OverallError: some part has no pinned copy on a reachable peer.
+	OverallError = "error"
+)
+
 // PinStatus is a pin's state on every peer that should hold it (`shoal
-// status --json`).
+// status --json`). For a sharded pin, Shards has one entry per shard and
+// Peers the holders of its cluster-DAG.
 type PinStatus struct {
-	CID         string                `json:"cid"`
-	Name        string                `json:"name"`
+	CID  string `json:"cid"`
+	Name string `json:"name"`
+	// Status is the overall state (Overall*); Summary says it in a line a
+	// human reads first, e.g. "42 shards, 42 healthy, rmin 2 met on all".
+	Status      string                `json:"status"`
+	Summary     string                `json:"summary"`
+	Size        uint64                `json:"size,omitempty"`
 	RMin        int                   `json:"rmin"`
 	RMax        int                   `json:"rmax"`
 	Allocations []string              `json:"allocations"`
 	Peers       map[string]PeerStatus `json:"peers"`
+	Shards      []ShardStatus         `json:"shards,omitempty"`
+}
+
+// ShardStatus is one shard of a sharded pin.
+type ShardStatus struct {
+	Index  int    `json:"index"`
+	CID    string `json:"cid"`
+	Size   uint64 `json:"size"`
+	Blocks uint64 `json:"blocks"`
+	// Offset and Length are the file bytes the shard's leaves cover.
+	Offset      uint64   `json:"offset"`
+	Length      uint64   `json:"length"`
+	Allocations []string `json:"allocations"`
+	// Peers maps each allocated peer to its state for this shard: pinned,
+	// pinning, pin_error or unreachable.
+	Peers map[string]string `json:"peers"`
 }
 
 // AddParams are the DAG and tree flags of an add, sent as URL query

@@ -270,6 +270,9 @@ func (b backend) Unpin(ctx context.Context, s string) (api.Pin, error) {
 	}
 	pin, ok := b.p.cons.State().Get(c)
 	if !ok {
+		if root, ok := b.p.cons.State().ShardOwner(c); ok {
+			return api.Pin{}, fmt.Errorf("%w: %s is part of the sharded pin %s; unpin %s instead", api.ErrBadRequest, c, root, root)
+		}
 		return api.Pin{}, fmt.Errorf("%w: %s is not pinned", api.ErrNotFound, c)
 	}
 	if err := b.p.cons.Commit(ctx, consensus.UnpinOp(c, time.Now().UTC())); err != nil {
@@ -304,10 +307,10 @@ func (b backend) Status(ctx context.Context, s string, local bool) (api.PinStatu
 func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api.PinStatus, error) {
 	ap := toAPIPin(pin)
 	st := api.PinStatus{CID: ap.CID, Name: ap.Name, RMin: ap.RMin, RMax: ap.RMax, Allocations: ap.Allocations,
-		Peers: map[string]api.PeerStatus{}}
+		Peers: map[string]api.PeerStatus{}, Size: pin.Size}
 	self := b.p.host.ID()
 	holders := pin.Allocations
-	if pin.RMax == consensus.Everywhere {
+	if pin.RMax == consensus.Everywhere && pin.Kind != consensus.KindSharded {
 		members, err := b.p.cons.Peers(ctx)
 		if err != nil {
 			return api.PinStatus{}, mapErr(err)
@@ -318,31 +321,140 @@ func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api
 		}
 	}
 	if local {
-		st.Peers[self.String()] = b.p.tracker.status(pin.CID)
-		return st, nil
+		holders = []peer.ID{self}
 	}
+	// One request per peer, for the pin and for every shard it holds.
+	type query struct {
+		cids, shards []string
+	}
+	queries := map[peer.ID]*query{}
+	q := func(id peer.ID) *query {
+		if queries[id] == nil {
+			queries[id] = &query{}
+		}
+		return queries[id]
+	}
+	sharded := pin.Kind == consensus.KindSharded
+	for _, h := range holders {
+		if sharded {
+			q(h).shards = append(q(h).shards, pin.ClusterDAG.String())
+		} else {
+			q(h).cids = append(q(h).cids, pin.CID.String())
+		}
+	}
+	for _, sh := range pin.Shards {
+		for _, a := range sh.Allocations {
+			if !local || a == self {
+				q(a).shards = append(q(a).shards, sh.CID.String())
+			}
+		}
+	}
+	answers := make(map[peer.ID]map[string]api.PeerStatus, len(queries))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, h := range holders {
-		if h == self {
-			st.Peers[h.String()] = b.p.tracker.status(pin.CID)
-			continue
-		}
+	for id, qu := range queries {
 		wg.Go(func() {
-			var resp map[string]api.PeerStatus
-			ps := api.PeerStatus{Status: api.StatusUnreachable}
-			if err := b.p.call(ctx, h, protoStatus, statusReq{CIDs: []string{pin.CID.String()}}, &resp); err != nil {
-				ps.Error = err.Error()
-			} else if r, ok := resp[pin.CID.String()]; ok {
-				ps = r
+			resp := map[string]api.PeerStatus{}
+			if id == self {
+				for _, c := range qu.cids {
+					cc, _ := cid.Decode(c)
+					resp[c] = b.p.tracker.status(cc)
+				}
+				for _, c := range qu.shards {
+					cc, _ := cid.Decode(c)
+					resp[c] = b.p.tracker.shardStatus(cc)
+				}
+			} else if err := b.p.call(ctx, id, protoStatus, statusReq{CIDs: qu.cids, Shards: qu.shards}, &resp); err != nil {
+				resp = nil
 			}
 			mu.Lock()
-			st.Peers[h.String()] = ps
+			answers[id] = resp
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
+	lookup := func(id peer.ID, c string) api.PeerStatus {
+		resp := answers[id]
+		if resp == nil {
+			return api.PeerStatus{Status: api.StatusUnreachable, Error: "peer did not answer"}
+		}
+		if ps, ok := resp[c]; ok {
+			return ps
+		}
+		return api.PeerStatus{Status: api.StatusUnreachable, Error: "no answer for " + c}
+	}
+	key := pin.CID.String()
+	if sharded {
+		key = pin.ClusterDAG.String()
+	}
+	pinnedHolders := 0
+	for _, h := range holders {
+		ps := lookup(h, key)
+		st.Peers[h.String()] = ps
+		if ps.Status == api.StatusPinned {
+			pinnedHolders++
+		}
+	}
+	need := pin.RMin
+	if need == consensus.Everywhere {
+		need = len(holders)
+	}
+	if !sharded {
+		switch {
+		case pinnedHolders >= need:
+			st.Status = api.OverallPinned
+		case pinnedHolders > 0:
+			st.Status = api.OverallDegraded
+		default:
+			st.Status = api.OverallInProgress
+		}
+		st.Summary = fmt.Sprintf("pinned on %d of %d peers, rmin %d %s", pinnedHolders, len(holders), pin.RMin, met(pinnedHolders >= need))
+		return st, nil
+	}
+	healthy, lost := 0, 0
+	for i, sh := range pin.Shards {
+		ss := api.ShardStatus{Index: i, CID: sh.CID.String(), Size: sh.Size, Blocks: sh.Blocks, Offset: sh.Offset,
+			Length: sh.Length, Allocations: make([]string, len(sh.Allocations)), Peers: map[string]string{}}
+		pinned := 0
+		for j, a := range sh.Allocations {
+			ss.Allocations[j] = a.String()
+			if local && a != self {
+				continue
+			}
+			ps := lookup(a, sh.CID.String())
+			ss.Peers[a.String()] = ps.Status
+			if ps.Status == api.StatusPinned {
+				pinned++
+			}
+		}
+		switch {
+		case pinned >= min(need, len(sh.Allocations)) && pinned > 0:
+			healthy++
+		case pinned == 0:
+			lost++
+		}
+		st.Shards = append(st.Shards, ss)
+	}
+	switch {
+	case lost > 0:
+		st.Status = api.OverallError
+	case healthy < len(pin.Shards) || pinnedHolders == 0:
+		st.Status = api.OverallDegraded
+	default:
+		st.Status = api.OverallPinned
+	}
+	st.Summary = fmt.Sprintf("%d shards, %d healthy, rmin %d %s", len(pin.Shards), healthy, pin.RMin, met(healthy == len(pin.Shards)))
+	if lost > 0 {
+		st.Summary += fmt.Sprintf(", %d with no reachable copy", lost)
+	}
 	return st, nil
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met on all"
+	}
+	return "NOT met"
 }
 
 func (b backend) StatusAll(ctx context.Context, local bool) ([]api.PinStatus, error) {

@@ -52,9 +52,10 @@ type info struct {
 	Free      int64    `json:"free"`
 }
 
-// statusReq asks a peer for its local state of some pins.
+// statusReq asks a peer for its local state of some pins and shards.
 type statusReq struct {
-	CIDs []string `json:"cids"`
+	CIDs   []string `json:"cids"`
+	Shards []string `json:"shards,omitempty"`
 }
 
 // call sends one JSON request on a new stream of proto and decodes one
@@ -159,16 +160,23 @@ func (p *Peer) learnAddrs(ctx context.Context, id peer.ID) {
 }
 
 func (p *Peer) serveStatus(_ context.Context, _ peer.ID, req statusReq) (any, error) {
-	if len(req.CIDs) > 10000 {
+	if len(req.CIDs)+len(req.Shards) > 100000 {
 		return nil, errors.New("too many CIDs in one status request")
 	}
-	out := make(map[string]api.PeerStatus, len(req.CIDs))
+	out := make(map[string]api.PeerStatus, len(req.CIDs)+len(req.Shards))
 	for _, s := range req.CIDs {
 		c, err := cid.Decode(s)
 		if err != nil {
 			return nil, fmt.Errorf("%q is not a CID", s)
 		}
 		out[s] = p.tracker.status(c)
+	}
+	for _, s := range req.Shards {
+		c, err := cid.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CID", s)
+		}
+		out[s] = p.tracker.shardStatus(c)
 	}
 	return out, nil
 }

@@ -89,6 +89,17 @@ func keepShards(keep map[string]bool, shards []consensus.Shard, self peer.ID) {
 	}
 }
 
+// shardStatus is this peer's state for the shard (or cluster-DAG) whose
+// list root is c: a shard's list nodes are stored with it, so holding the
+// root block means holding the committed shard.
+func (t *tracker) shardStatus(c cid.Cid) api.PeerStatus {
+	st := api.PeerStatus{Name: t.p.cfg.PeerName, Status: api.StatusPinned}
+	if !t.p.store.Has(c) {
+		st.Status, st.Error = api.StatusPinError, "shard not stored here"
+	}
+	return st
+}
+
 // status is this peer's state for c.
 func (t *tracker) status(c cid.Cid) api.PeerStatus {
 	st := api.PeerStatus{Name: t.p.cfg.PeerName}

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"cmp"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -43,8 +45,10 @@ others.`,
 				if asJSON {
 					return printJSON(out, st)
 				}
-				_, err = fmt.Fprintln(out, statusLine(st))
-				return err
+				if _, err = fmt.Fprintln(out, statusLine(st)); err != nil {
+					return err
+				}
+				return printShards(out, st)
 			}
 			// The stream is printed as it arrives: a pinset may be large.
 			w := bufio.NewWriter(out)
@@ -73,6 +77,32 @@ others.`,
 	return cmd
 }
 
+// printShards prints a sharded pin's summary and one row per shard.
+func printShards(w io.Writer, st api.PinStatus) error {
+	if len(st.Shards) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s (%s, %d bytes)\n", st.Summary, st.Status, st.Size)
+	fmt.Fprintln(tw, "SHARD\tCID\tSIZE\tBYTES\tPEERS")
+	for _, sh := range st.Shards {
+		var peers []string
+		for _, a := range sh.Allocations {
+			peers = append(peers, shortID(a)+" "+cmp.Or(sh.Peers[a], "-"))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d-%d\t%s\n", sh.Index, sh.CID, sh.Size, sh.Offset, sh.Offset+sh.Length, strings.Join(peers, ", "))
+	}
+	return tw.Flush()
+}
+
+// shortID abbreviates a peer ID for tables: its last 6 characters.
+func shortID(id string) string {
+	if len(id) <= 8 {
+		return id
+	}
+	return "…" + id[len(id)-6:]
+}
+
 // statusLine is a pin's human status line:
 //
 //	CID NAME: alice pinned, bob pin_error (disk full), 12D3Koo… queued
@@ -96,6 +126,9 @@ func statusLine(st api.PinStatus) string {
 		b.WriteString(" " + st.Name)
 	}
 	b.WriteString(":")
+	if st.Status != "" {
+		b.WriteString(" [" + st.Status + "]")
+	}
 	if len(peers) == 0 {
 		b.WriteString(" no peers")
 	}
