@@ -480,7 +480,7 @@ func (s *Server) getStatusAll(w http.ResponseWriter, r *http.Request, q url.Valu
 // CLI's flags.
 var addQueryParams = []string{
 	"chunker", "trickle", "cid-version", "raw-leaves", "hash", "inline", "inline-limit",
-	"wrap-with-directory", "name", "rmin", "rmax", "allow-big-block",
+	"wrap-with-directory", "name", "rmin", "rmax", "allow-big-block", "shard", "shard-size",
 }
 
 // postAdd streams the first part of a multipart/form-data body into
@@ -578,6 +578,14 @@ func parseAddParams(q url.Values) (AddParams, error) {
 	}
 	if n := intParam("rmax"); n != nil {
 		p.RMax = *n
+	}
+	p.Shard = deref(boolP("shard"))
+	if q.Has("shard-size") && err == nil {
+		n, perr := strconv.ParseInt(q.Get("shard-size"), 10, 64)
+		if perr != nil || n <= 0 {
+			return AddParams{}, badRequest("query parameter shard-size must be a positive byte count, not %q", q.Get("shard-size"))
+		}
+		p.ShardSize = n
 	}
 	if err != nil {
 		return AddParams{}, err

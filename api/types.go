@@ -140,6 +140,10 @@ type AddParams struct {
 	Name        string `json:"name"`
 	RMin        int    `json:"rmin"`
 	RMax        int    `json:"rmax"`
+	// Shard cuts the DAG into shards of at most ShardSize bytes (0: the
+	// default, 100 MiB), each allocated on its own.
+	Shard     bool  `json:"shard"`
+	ShardSize int64 `json:"shard-size"`
 }
 
 // AddResult is the outcome of an add: the root, pinned in the cluster.
@@ -148,6 +152,8 @@ type AddResult struct {
 	Name string `json:"name"`
 	Size uint64 `json:"size"`
 	Pin  Pin    `json:"pin"`
+	// Shards of a sharded add, in order.
+	Shards []ShardStatus `json:"shards,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

@@ -306,6 +306,10 @@ func addQuery(p api.AddParams) url.Values {
 	setStr("name", p.Name)
 	setInt("rmin", p.RMin)
 	setInt("rmax", p.RMax)
+	setBool("shard", p.Shard)
+	if p.ShardSize != 0 {
+		q.Set("shard-size", strconv.FormatInt(p.ShardSize, 10))
+	}
 	return q
 }
 

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/dag"
 	"github.com/shoal-project/shoal/ingest"
 	"github.com/shoal-project/shoal/store"
@@ -32,6 +33,8 @@ type addFlags struct {
 	stdinName  string
 	name       string
 	rmin, rmax int
+	shard      bool
+	shardSize  string
 }
 
 func newAddCmd(g *apiFlags) *cobra.Command {
@@ -53,6 +56,9 @@ before the command returns.`,
 			f.dag.RawLeavesSet = fl.Changed("raw-leaves")
 			if !f.onlyHash && f.repo == "" {
 				return runAddAPI(cmd.Context(), cmd.OutOrStdout(), g, args, f)
+			}
+			if f.shard || f.shardSize != "" {
+				return errors.New("--shard spreads a file over the cluster; it does not go with --only-hash or --repo")
 			}
 			return runAdd(cmd.Context(), cmd.OutOrStdout(), args, f)
 		},
@@ -79,6 +85,8 @@ before the command returns.`,
 	fl.StringVar(&f.name, "name", "", "pin name (cluster adds)")
 	fl.IntVar(&f.rmin, "rmin", 0, "replication minimum (cluster adds; default from the peer's config)")
 	fl.IntVar(&f.rmax, "rmax", 0, "replication maximum (cluster adds; default from the peer's config)")
+	fl.BoolVar(&f.shard, "shard", false, "cut the DAG into shards sized to what peers can hold, each allocated on its own")
+	fl.StringVar(&f.shardSize, "shard-size", "", "largest shard, e.g. 100MiB, 1GiB or 1048576 (default 100MiB; with --shard)")
 	fl.IntVar(&f.rmin, "replication-min", 0, "same as --rmin")
 	fl.IntVar(&f.rmax, "replication-max", 0, "same as --rmax")
 	return cmd
@@ -236,7 +244,20 @@ func runAddAPI(ctx context.Context, stdout io.Writer, g *apiFlags, args []string
 	}
 	p := api.AddParams{Chunker: f.dag.Chunker, AllowBigBlock: f.dag.AllowBigBlock, Trickle: f.dag.Trickle,
 		Hash: f.dag.Hash, Inline: f.dag.Inline, InlineLimit: f.dag.InlineLimit, Wrap: f.tree.Wrap,
-		Name: f.name, RMin: f.rmin, RMax: f.rmax}
+		Name: f.name, RMin: f.rmin, RMax: f.rmax, Shard: f.shard}
+	if f.shardSize != "" {
+		if !f.shard {
+			return errors.New("--shard-size needs --shard")
+		}
+		n, err := config.ParseSize(f.shardSize)
+		if err != nil {
+			return fmt.Errorf("--shard-size: %w", err)
+		}
+		if n == 0 {
+			return errors.New("--shard-size must be above 0")
+		}
+		p.ShardSize = n
+	}
 	if p.Name == "" {
 		p.Name = filename
 	}
