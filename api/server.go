@@ -312,6 +312,7 @@ func (s *Server) routes() http.Handler {
 		{"GET /status", []string{"local"}, s.getStatusAll},
 		{"GET /status/{cid}", []string{"local"}, s.getStatus},
 		{"POST /add", addQueryParams, s.postAdd},
+		{"GET /cat/{cid}", []string{"offset", "length"}, s.getCat},
 	}
 	allowed := map[string][]string{}
 	var paths []string
@@ -512,6 +513,112 @@ func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) e
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
+}
+
+// getCat streams the bytes of a pinned file (FileReader). Errors found
+// before the first byte are answered with their status: 400 for a
+// malformed or negative offset or length and for an offset beyond the end,
+// 404 for a root that is not pinned. After the first byte they end the
+// chunked body with the TrailerError trailer.
+func (s *Server) getCat(w http.ResponseWriter, r *http.Request, q url.Values) error {
+	fr, ok := s.b.(FileReader)
+	if !ok {
+		return &statusError{http.StatusNotImplemented, "this peer cannot read files back"}
+	}
+	c, err := parseCID(r.PathValue("cid"))
+	if err != nil {
+		return err
+	}
+	offset, err := int64Param(q, "offset", 0, 0)
+	if err != nil {
+		return err
+	}
+	length, err := int64Param(q, "length", -1, -1)
+	if err != nil {
+		return err
+	}
+	cw := &catWriter{w: w, length: -1, head: r.Method == http.MethodHead}
+	err = fr.Cat(r.Context(), c, offset, length, cw)
+	if errors.Is(err, errHeadDone) {
+		err = nil
+	}
+	if !cw.started {
+		if err != nil {
+			return err
+		}
+		cw.start()
+		return nil
+	}
+	if err == nil && !cw.head && cw.length >= 0 && cw.n != cw.length {
+		err = fmt.Errorf("the backend wrote %d of the %d bytes it announced", cw.n, cw.length)
+	}
+	if err != nil {
+		// As writeErr words it, on one line: a trailer value cannot hold
+		// a line break.
+		msg := err.Error()
+		for _, sentinel := range []error{ErrBadRequest, ErrNotFound, ErrConflict, ErrUnavailable} {
+			msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
+		}
+		w.Header().Set(TrailerError, strings.Join(strings.Fields(msg), " "))
+	}
+	return nil
+}
+
+// int64Param reads an optional integer parameter, refusing values below
+// least.
+func int64Param(q url.Values, name string, def, least int64) (int64, error) {
+	if !q.Has(name) {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(q.Get(name), 10, 64)
+	if err != nil || n < least {
+		return 0, badRequest("query parameter %s must be an integer of at least %d, not %q", name, least, q.Get(name))
+	}
+	return n, nil
+}
+
+// errHeadDone stops a Cat answering HEAD at its first Write: the headers
+// are all that is sent.
+var errHeadDone = errors.New("HEAD request: headers sent")
+
+// catWriter is the CatWriter of one GET /cat: it sends the headers at the
+// first Write (or when Cat returns without writing), counting the bytes.
+type catWriter struct {
+	w       http.ResponseWriter
+	head    bool
+	started bool
+	length  int64 // announced by SetLength; -1: not announced
+	n       int64
+}
+
+func (c *catWriter) SetLength(n int64) {
+	if !c.started {
+		c.length = n
+	}
+}
+
+func (c *catWriter) start() {
+	c.started = true
+	h := c.w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Trailer", TrailerError)
+	if c.length >= 0 {
+		h.Set(HeaderLength, strconv.FormatInt(c.length, 10))
+	}
+	c.w.WriteHeader(http.StatusOK)
+}
+
+func (c *catWriter) Write(p []byte) (int, error) {
+	if !c.started {
+		c.start()
+	}
+	if c.head {
+		return 0, errHeadDone
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // DAGOptions are the DAG flags of an add as package dag takes them.

@@ -180,3 +180,38 @@ type Backend interface {
 	// Add ingests r (a file's bytes) and pins the root.
 	Add(ctx context.Context, r io.Reader, p AddParams) (AddResult, error)
 }
+
+// FileReader is the part of a Backend that reads files back (GET
+// /cat/{cid}). It is separate from Backend so that backends that cannot
+// read files (test fakes) need not implement it; the server answers 501
+// for them.
+type FileReader interface {
+	// Cat writes the bytes of the pinned file cid from offset to w:
+	// length bytes, or all up to the end with length -1; a range past the
+	// end is cut at the end. offset is >= 0 and length >= -1 (the server
+	// checks). Before its first Write, Cat calls w.SetLength with the
+	// number of bytes it will write. It returns ErrNotFound for a root
+	// that is not pinned and ErrBadRequest for an offset beyond the end.
+	// An error returned before the first Write becomes the answer's
+	// status; after it, the stream ends with the error in the
+	// TrailerError trailer. It is called on the request's goroutine.
+	Cat(ctx context.Context, cid string, offset, length int64, w CatWriter) error
+}
+
+// CatWriter is where FileReader.Cat writes a file's bytes.
+type CatWriter interface {
+	io.Writer
+	// SetLength announces how many bytes follow (HeaderLength), so that a
+	// client can tell a stream cut short from a complete one and show
+	// progress. It must be called before the first Write, at most once.
+	SetLength(n int64)
+}
+
+// Headers of GET /cat answers. The body is chunked: an answer cut short by
+// a failure after the first byte cannot change its status, so it ends with
+// a non-empty TrailerError trailer instead; a client must read the body to
+// its end, then check the trailer and that it received HeaderLength bytes.
+const (
+	HeaderLength = "Shoal-Length"
+	TrailerError = "Shoal-Error"
+)

@@ -474,15 +474,10 @@ func (b backend) StatusAll(ctx context.Context, local bool) ([]api.PinStatus, er
 // preferred (it holds the blocks); the others fetch from it. If the pin
 // cannot be committed, the stored blocks are deleted again.
 func (b backend) Add(ctx context.Context, r io.Reader, ap api.AddParams) (api.AddResult, error) {
-	opts := dag.Options{Chunker: ap.Chunker, AllowBigBlock: ap.AllowBigBlock, Trickle: ap.Trickle, Hash: ap.Hash,
-		Inline: ap.Inline, InlineLimit: ap.InlineLimit}
-	if ap.CIDVersion != nil {
-		opts.CIDVersion, opts.CIDVersionSet = *ap.CIDVersion, true
+	if ap.Shard {
+		return b.addSharded(ctx, r, ap)
 	}
-	if ap.RawLeaves != nil {
-		opts.RawLeaves, opts.RawLeavesSet = *ap.RawLeaves, true
-	}
-	params, err := opts.Params()
+	params, err := ap.DAGOptions().Params()
 	if err != nil {
 		return api.AddResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}

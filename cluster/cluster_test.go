@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/dag"
+	"github.com/shoal-project/shoal/ingest"
 )
 
 // newTestPeers starts n in-process peers on loopback (real libp2p, real
@@ -214,4 +216,86 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
+}
+
+// TestShardedAdd: a file added with --shard is cut into shards that each
+// land on exactly rmax peers, the root is the plain add's root, status
+// reports every shard healthy, and unpinning frees every peer's disk.
+func TestShardedAdd(t *testing.T) {
+	peers := newTestPeers(t, 3)
+	ctx := context.Background()
+	data := seeded("sharded", 3<<20+4321)
+	want, err := (func() (string, error) {
+		p, err := dag.Options{Chunker: "size-65536"}.Params()
+		if err != nil {
+			return "", err
+		}
+		in, err := ingest.New(ingest.Config{Params: p})
+		if err != nil {
+			return "", err
+		}
+		root, err := in.File(ctx, bytes.NewReader(data), ingest.Discard)
+		return root.CID.String(), err
+	})()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "big", Chunker: "size-65536",
+		Shard: true, ShardSize: 1 << 20, RMin: 2, RMax: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CID != want {
+		t.Fatalf("sharded root %s, plain root %s", res.CID, want)
+	}
+	if len(res.Shards) < 4 {
+		t.Fatalf("%d shards for 3 MiB at 1 MiB each", len(res.Shards))
+	}
+	var offset uint64
+	for _, sh := range res.Shards {
+		c, _ := cid.Decode(sh.CID)
+		holders := 0
+		for _, p := range peers {
+			if p.store.Has(c) {
+				holders++
+				if !slices.Contains(sh.Allocations, p.ID().String()) {
+					t.Errorf("shard %d on unallocated %s", sh.Index, p.cfg.PeerName)
+				}
+			}
+		}
+		if holders != 2 || len(sh.Allocations) != 2 {
+			t.Fatalf("shard %d on %d peers, allocated to %d; want 2", sh.Index, holders, len(sh.Allocations))
+		}
+		if sh.Offset != offset || sh.Size > 1<<20 {
+			t.Fatalf("shard %d: offset %d (want %d), size %d", sh.Index, sh.Offset, offset, sh.Size)
+		}
+		offset += sh.Length
+	}
+	if offset != uint64(len(data)) {
+		t.Fatalf("shards cover %d bytes of %d", offset, len(data))
+	}
+	var st api.PinStatus
+	waitFor(t, 5*time.Second, func() (err error) { // peer 2 applies the commit a heartbeat later
+		st, err = backend{peers[2]}.Status(ctx, res.CID, false)
+		return err
+	})
+	if st.Status != api.OverallPinned || st.Summary != fmt.Sprintf("%d shards, %d healthy, rmin 2 met on all", len(res.Shards), len(res.Shards)) {
+		t.Fatalf("status %s: %s", st.Status, st.Summary)
+	}
+	// Unpinning a shard directly is refused and names the root.
+	if _, err := (backend{peers[1]}).Unpin(ctx, res.Shards[0].CID); !errors.Is(err, api.ErrBadRequest) ||
+		!strings.Contains(err.Error(), "unpin "+res.CID+" instead") {
+		t.Fatalf("unpin of a shard: %v", err)
+	}
+	if _, err := (backend{peers[1]}).Unpin(ctx, res.CID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		for _, p := range peers {
+			if p.store.Used() != 0 {
+				return fmt.Errorf("%s still uses %d bytes", p.cfg.PeerName, p.store.Used())
+			}
+		}
+		return nil
+	})
 }

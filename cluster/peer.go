@@ -19,7 +19,9 @@ import (
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/consensus"
 	"github.com/shoal-project/shoal/p2p"
+	"github.com/shoal-project/shoal/shard"
 	"github.com/shoal-project/shoal/store"
+	"github.com/shoal-project/shoal/transfer"
 )
 
 // Options are what `shoal daemon` passes besides the peer's directory.
@@ -115,8 +117,22 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	p.host.Handle(protoInfo, serveJSON(p, p.serveInfo))
 	p.host.Handle(protoStatus, serveJSON(p, p.serveStatus))
 	p.host.Handle(protoFetch, p.serveFetch)
+	p.host.Handle(protoRead, newReadServer(p).serve)
 	p.host.Handle(protoRemoved, serveJSON(p, p.serveRemoved))
 	p.host.Handle(protoAddrs, serveJSON(p, p.serveAddrs))
+	p.host.Handle(protoWanted, serveJSON(p, p.serveWanted))
+	shards := &transfer.Server{
+		Store: p.store,
+		Free:  func() int64 { return p.localInfo().Free },
+		// A received shard must outlive the reconciler until the add
+		// records it (a few commits later) or is aborted.
+		BeforeCommit: func(from peer.ID, info shard.Info) error {
+			p.tracker.receive(info.CID.String(), from)
+			return nil
+		},
+		Logf: p.log,
+	}
+	p.host.Handle(transfer.Protocol, shards.Handle)
 
 	switch {
 	case len(opts.Bootstrap) > 0:

@@ -17,6 +17,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/consensus"
 	"github.com/shoal-project/shoal/dag"
 )
 
@@ -31,6 +32,9 @@ const (
 	protoRemoved protocol.ID = "/shoal/removed/1"
 	// protoAddrs asks a peer for the addresses it knows of another.
 	protoAddrs protocol.ID = "/shoal/addrs/1"
+	// protoWanted asks the leader which of some store keys its state
+	// still wants on any peer (a pin, a shard, an add in progress).
+	protoWanted protocol.ID = "/shoal/wanted/1"
 )
 
 // Limits on what a peer reads from another, so a hostile member cannot
@@ -122,6 +126,68 @@ func (p *Peer) serveRemoved(_ context.Context, from peer.ID, _ struct{}) (any, e
 	p.log("%s says this peer was removed from the cluster; stopping", from)
 	p.markRemoved()
 	return struct{}{}, nil
+}
+
+type wantedReq struct {
+	Keys []string `json:"keys"`
+}
+
+// wantedKeys returns which of keys this peer's state wants anywhere: as a
+// plain pin's root, a shard or cluster-DAG of a sharded pin, or a shard of
+// an add in progress; an add in progress also wants every key its owner
+// sent (its shards may not be recorded yet).
+func (p *Peer) wantedKeys(keys []string) map[string]bool {
+	st := p.cons.State()
+	all := map[string]bool{}
+	for _, pin := range st.Pins() {
+		all[pin.CID.String()] = true
+		all[pin.ClusterDAG.String()] = pin.Kind == consensus.KindSharded
+		for _, sh := range pin.Shards {
+			all[sh.CID.String()] = true
+		}
+	}
+	adds := st.Adds()
+	for _, a := range adds {
+		for _, sh := range a.Shards {
+			all[sh.CID.String()] = true
+		}
+	}
+	out := map[string]bool{}
+	for _, k := range keys {
+		out[k] = all[k] || len(adds) > 0
+	}
+	return out
+}
+
+func (p *Peer) serveWanted(_ context.Context, _ peer.ID, req wantedReq) (any, error) {
+	if len(req.Keys) > 100000 {
+		return nil, errors.New("too many keys in one request")
+	}
+	return p.wantedKeys(req.Keys), nil
+}
+
+// notWanted returns the keys the leader's state wants nowhere. It answers
+// nothing when no leader answers: keeping a shard is the safe mistake.
+func (p *Peer) notWanted(ctx context.Context, keys []string) []string {
+	leader := p.cons.Leader()
+	var wanted map[string]bool
+	switch leader {
+	case "":
+		return nil
+	case p.host.ID():
+		wanted = p.wantedKeys(keys)
+	default:
+		if err := p.call(ctx, leader, protoWanted, wantedReq{Keys: keys}, &wanted); err != nil {
+			return nil
+		}
+	}
+	var out []string
+	for _, k := range keys {
+		if w, ok := wanted[k]; ok && !w {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 type addrsReq struct {

@@ -34,12 +34,44 @@ type tracker struct {
 	// heartbeat after the leader): not to be deleted as orphans until the
 	// time they map to.
 	protected map[string]time.Time
+	// received are shards other peers sent for their adds, by key: kept
+	// until the state records them, or their owner has no add in
+	// progress any more (then the state alone decides), or
+	// receivedShardGrace passed.
+	received map[string]receivedShard
 
 	kick chan struct{}
 }
 
 func newTracker(p *Peer) *tracker {
-	return &tracker{p: p, states: map[string]api.PeerStatus{}, protected: map[string]time.Time{}, kick: make(chan struct{}, 1)}
+	return &tracker{p: p, states: map[string]api.PeerStatus{}, protected: map[string]time.Time{},
+		received: map[string]receivedShard{}, kick: make(chan struct{}, 1)}
+}
+
+// receivedShard is a shard received for an add. seen says this peer's
+// state has shown an add in progress by owner since then: once it shows
+// none, that add is over (committed or aborted) and the state alone
+// decides. Until seen, a lagging follower may simply not have applied the
+// add's beginning yet, so the shard waits for receivedShardGrace.
+type receivedShard struct {
+	owner peer.ID
+	at    time.Time
+	seen  bool
+}
+
+// receivedAskAfter is when the tracker asks the leader about a received
+// shard its own state does not explain.
+const receivedAskAfter = 2 * time.Second
+
+// receive protects a shard that owner sent for an add in progress.
+func (t *tracker) receive(key string, owner peer.ID) {
+	seen := false
+	for _, a := range t.p.cons.State().Adds() {
+		seen = seen || a.Owner == owner
+	}
+	t.mu.Lock()
+	t.received[key] = receivedShard{owner: owner, at: time.Now(), seen: seen}
+	t.mu.Unlock()
 }
 
 // wake asks for a reconciliation round soon.
@@ -58,6 +90,19 @@ const orphanGrace = 30 * time.Second
 func (t *tracker) protect(key string) {
 	t.mu.Lock()
 	t.protected[key] = time.Now().Add(24 * time.Hour)
+	t.mu.Unlock()
+}
+
+// receivedShardGrace is how long a shard received for an add is kept
+// before the add records it: long enough for the sender to finish the
+// shard's confirmations and commit its op, even through a leader change.
+const receivedShardGrace = 2 * time.Minute
+
+// release ends the protection of key at once: the add that wrote it is
+// over, and this peer's state already shows its outcome.
+func (t *tracker) release(key string) {
+	t.mu.Lock()
+	delete(t.protected, key)
 	t.mu.Unlock()
 }
 
@@ -182,12 +227,24 @@ func (t *tracker) round(ctx context.Context, failed map[string]time.Time) {
 	for _, a := range state.Adds() {
 		keepShards(keep, a.Shards, self)
 	}
+	owners := map[peer.ID]bool{}
+	for _, a := range state.Adds() {
+		owners[a.Owner] = true
+	}
 	t.mu.Lock()
-	for _, p := range pins {
-		// The pin reached this peer's state: from now on the state
-		// alone decides whether the shard stays.
-		if k := p.CID.String(); protected[k] && t.protected[k].Sub(now) < orphanGrace+time.Second {
-			delete(t.protected, k)
+	var unsure []string
+	for k, r := range t.received {
+		switch {
+		case keep[k], now.Sub(r.at) > receivedShardGrace, r.seen && !owners[r.owner]:
+			delete(t.received, k)
+		default:
+			if owners[r.owner] {
+				r.seen = true
+				t.received[k] = r
+			} else if now.Sub(r.at) > receivedAskAfter {
+				unsure = append(unsure, k)
+			}
+			protected[k] = true
 		}
 	}
 	for k := range t.states {
@@ -196,6 +253,17 @@ func (t *tracker) round(ctx context.Context, failed map[string]time.Time) {
 		}
 	}
 	t.mu.Unlock()
+
+	if len(unsure) > 0 {
+		// This peer's state shows neither the shards nor an add by their
+		// owner: it lags, or the add is over. The leader knows which.
+		for _, k := range t.p.notWanted(ctx, unsure) {
+			t.mu.Lock()
+			delete(t.received, k)
+			t.mu.Unlock()
+			delete(protected, k)
+		}
+	}
 
 	for _, sh := range t.p.store.Shards() {
 		if keep[sh.Key] || protected[sh.Key] {

@@ -256,6 +256,82 @@ func (c *Client) Add(ctx context.Context, r io.Reader, filename string, p api.Ad
 	return res, err
 }
 
+// Cat streams length bytes (-1: all up to the end) of the pinned file cid
+// from offset. The caller reads the CatReader to its end and closes it.
+// Errors before the first byte (unknown root, bad range) are returned here.
+func (c *Client) Cat(ctx context.Context, cid string, offset, length int64) (*CatReader, error) {
+	q := url.Values{}
+	if offset != 0 {
+		q.Set("offset", strconv.FormatInt(offset, 10))
+	}
+	if length >= 0 {
+		q.Set("length", strconv.FormatInt(length, 10))
+	}
+	resp, err := c.send(ctx, http.MethodGet, c.url(q, "cat", cid), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	want := int64(-1)
+	if v := resp.Header.Get(api.HeaderLength); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+			want = n
+		}
+	}
+	return &CatReader{c: c, ctx: ctx, cid: cid, resp: resp, want: want}, nil
+}
+
+// CatReader is the body of a Cat. Its Read returns io.EOF only when the
+// whole range arrived: a stream that the daemon ended with an error, or
+// that broke off (the daemon died), or that is shorter or longer than the
+// daemon announced, returns an error that says so in one sentence.
+type CatReader struct {
+	c    *Client
+	ctx  context.Context // the request's, to tell cancellation from failure
+	cid  string
+	resp *http.Response
+	want int64 // bytes announced, -1 if not
+	got  int64
+	err  error
+}
+
+// Length is the number of bytes the daemon announced, or -1.
+func (r *CatReader) Length() int64 { return r.want }
+
+func (r *CatReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	n, err := r.resp.Body.Read(p)
+	r.got += int64(n)
+	// The cause is kept for errors.Is, except io.EOF: an error that
+	// matched io.EOF would read as a complete stream.
+	fail := func(cause error, format string, args ...any) error {
+		msg := fmt.Sprintf("reading %s from the shoal API at %s failed after %d bytes: ", r.cid, r.c.addr, r.got)
+		return &netError{msg + fmt.Sprintf(format, args...), cause}
+	}
+	switch {
+	case r.want >= 0 && r.got > r.want:
+		err = fail(nil, "the daemon sent more than the %d bytes it announced", r.want)
+	case errors.Is(err, io.EOF):
+		if msg := r.resp.Trailer.Get(api.TrailerError); msg != "" {
+			err = fail(nil, "%s", msg)
+		} else if r.want >= 0 && r.got != r.want {
+			err = fail(nil, "the stream ended %d bytes short", r.want-r.got)
+		}
+	case err != nil:
+		if ctxErr := r.ctx.Err(); ctxErr != nil {
+			err = ctxErr
+		} else {
+			err = fail(err, "the stream broke off (%v)", err)
+		}
+	}
+	r.err = err
+	return n, err
+}
+
+// Close ends the request, also before the body was read to its end.
+func (r *CatReader) Close() error { return r.resp.Body.Close() }
+
 // errReader remembers the error of the reader it wraps (and hides any
 // WriteTo, so that io.Copy reads in chunks).
 type errReader struct {

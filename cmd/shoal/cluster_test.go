@@ -455,3 +455,79 @@ func TestClusterLifecycle(t *testing.T) {
 		t.Fatalf("wrong-secret daemon: %v\n%s", err, out)
 	}
 }
+
+// TestShardedAddProcesses: three real daemons; a file streamed through
+// stdin with --shard lands as shards on exactly rmin=rmax=2 peers each, its
+// root equals `add --only-hash` of the same bytes, status shows every shard
+// healthy, and unpin frees every peer's store. The issue's 300 MiB run is
+// SHOAL_E2E_BIG=1; the default keeps CI under a minute with -race.
+func TestShardedAddProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real daemons")
+	}
+	size, shardSize := 24<<20, "4MiB"
+	if os.Getenv("SHOAL_E2E_BIG") != "" {
+		size, shardSize = 300<<20, "16MiB"
+	}
+	data := seeded("sharded-e2e", size)
+	c := newTestCluster(t, 3)
+	c.startAll()
+	want := run(t, bytes.NewReader(data), "add", "-n", "-Q", "-")
+	r := c.shoal(1, bytes.NewReader(data), "add", "--shard", "--shard-size", shardSize, "--rmin", "2", "--rmax", "2",
+		"--name", "big", "-Q", "-")
+	if r.stdout != want.stdout {
+		t.Fatalf("sharded add printed %q, --only-hash %q", r.stdout, want.stdout)
+	}
+	root := strings.TrimSpace(r.stdout)
+	st := c.shoal(2, nil, "status", root, "--json")
+	var status struct {
+		Status  string `json:"status"`
+		Summary string `json:"summary"`
+		Size    uint64 `json:"size"`
+		Shards  []struct {
+			Index       int               `json:"index"`
+			CID         string            `json:"cid"`
+			Size        uint64            `json:"size"`
+			Allocations []string          `json:"allocations"`
+			Peers       map[string]string `json:"peers"`
+		} `json:"shards"`
+	}
+	if err := json.Unmarshal([]byte(st.stdout), &status); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, st.stdout)
+	}
+	n := len(status.Shards)
+	if status.Status != "pinned" || status.Size != uint64(size) || n < size/(4<<20) ||
+		status.Summary != fmt.Sprintf("%d shards, %d healthy, rmin 2 met on all", n, n) {
+		t.Fatalf("status: %s %s size %d, %d shards", status.Status, status.Summary, status.Size, n)
+	}
+	for _, sh := range status.Shards {
+		if len(sh.Allocations) != 2 || len(sh.Peers) != 2 {
+			t.Fatalf("shard %d allocated to %v", sh.Index, sh.Allocations)
+		}
+		for p, s := range sh.Peers {
+			if s != "pinned" {
+				t.Fatalf("shard %d on %s: %s", sh.Index, p, s)
+			}
+		}
+	}
+	// pin ls shows the root, not its shards.
+	if pins := c.pinsOf(0); len(pins) != 1 || pins[0].CID != root {
+		t.Fatalf("pin ls: %+v", pins)
+	}
+	c.shoal(0, nil, "pin", "rm", root)
+	eventually(t, 10*time.Second, func() error {
+		for _, p := range c.peers {
+			var used int64
+			filepath.Walk(filepath.Join(p.repo, "store", "shards"), func(_ string, fi os.FileInfo, err error) error {
+				if err == nil && fi.Mode().IsRegular() {
+					used += fi.Size()
+				}
+				return nil
+			})
+			if used != 0 {
+				return fmt.Errorf("%s still stores %d bytes", p.name, used)
+			}
+		}
+		return nil
+	})
+}

@@ -45,6 +45,8 @@ func newRootCmd() *cobra.Command {
 		newPeersCmd(&g),
 		newPinCmd(&g),
 		newStatusCmd(&g),
+		newCatCmd(&g),
+		newGetCmd(&g),
 	)
 	return root
 }

@@ -1,0 +1,293 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/shoal-project/shoal/allocate"
+	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/config"
+	"github.com/shoal-project/shoal/consensus"
+	"github.com/shoal-project/shoal/dag"
+	"github.com/shoal-project/shoal/ingest"
+	"github.com/shoal-project/shoal/shard"
+)
+
+// DefaultShardSize is the shard size when an add asks for none: IPFS
+// Cluster's design default, 100 MiB, small enough that one lost peer moves
+// little per shard, large enough that a 1 TiB file is ~10,000 shards.
+const DefaultShardSize = 100 << 20
+
+// minShardRoom is the least free space a peer needs to be offered a shard:
+// below it a shard would hold a handful of blocks.
+const minShardRoom = 4 << 20
+
+// addSharded ingests r on this peer, cuts the block stream into shards,
+// streams each shard to the peers allocated to it while it is being cut,
+// and records the add in consensus: begun, one op per confirmed shard, and
+// committed only when every shard is confirmed on at least rmin peers. On
+// any failure the add is aborted, and the peers drop its shards.
+func (b backend) addSharded(ctx context.Context, r io.Reader, ap api.AddParams) (api.AddResult, error) {
+	params, err := ap.DAGOptions().Params()
+	if err != nil {
+		return api.AddResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	rmin, rmax := b.replication(ap.RMin, ap.RMax)
+	if err := config.CheckReplication(rmin, rmax); err != nil {
+		return api.AddResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	if rmin == consensus.Everywhere {
+		return api.AddResult{}, fmt.Errorf("%w: a sharded add needs replication counts, not -1 (every peer)", api.ErrBadRequest)
+	}
+	size := ap.ShardSize
+	if size == 0 {
+		size = DefaultShardSize
+	}
+	// The largest block and its list entry must fit an empty shard.
+	if need := int64(params.Chunker.MaxChunk()) + 1024; size < need {
+		return api.AddResult{}, fmt.Errorf("%w: shard size %d bytes is below one block of this chunker (%d bytes with framing)",
+			api.ErrBadRequest, size, need)
+	}
+	in, err := ingest.New(ingest.Config{Params: params})
+	if err != nil {
+		return api.AddResult{}, err
+	}
+	idb := make([]byte, 16)
+	if _, err := rand.Read(idb); err != nil {
+		return api.AddResult{}, err
+	}
+	id := hex.EncodeToString(idb)
+	now := time.Now().UTC()
+	self := b.p.host.ID()
+	if err := b.commitAddOp(ctx, consensus.AddBeginOp(consensus.Add{ID: id, Name: ap.Name, RMin: rmin, RMax: rmax, Owner: self}, now)); err != nil {
+		return api.AddResult{}, err
+	}
+	committed := false
+	op := &shardOpener{b: b, id: id, size: size, rmin: rmin, rmax: rmax}
+	defer func() {
+		// By now this peer's state shows the pin (readOwnWrite) or the
+		// add is aborted: the state alone decides what stays.
+		defer func() {
+			for _, k := range op.keys {
+				b.p.tracker.release(k)
+			}
+		}()
+		if !committed {
+			// Best effort, on a context of its own: the add's may be
+			// what failed. The leader also drops adds whose owner is gone.
+			actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := b.commitAddOp(actx, consensus.AddAbortOp(id, time.Now().UTC())); err != nil {
+				b.p.log("abort add %s: %v", id, err)
+			}
+		}
+	}()
+
+	cut := shard.NewCutter(op, shard.MaxLinks)
+	root, err := in.AddReader(ctx, r, ap.Name, ingest.AddOptions{Wrap: ap.Wrap}, cut, nil)
+	if err != nil {
+		cut.Abort()
+		return api.AddResult{}, err
+	}
+	infos, err := cut.Close(ctx)
+	if err != nil {
+		return api.AddResult{}, err
+	}
+	// The cluster-DAG's list nodes are stored like one more, tiny shard.
+	roots := make([]cid.Cid, len(infos))
+	for i, in := range infos {
+		roots[i] = in.CID
+	}
+	cdag, nodes, err := shard.BuildList(shard.KindCluster, roots, shard.MaxLinks)
+	if err != nil {
+		return api.AddResult{}, err
+	}
+	holders, err := op.storeNodes(ctx, cdag, nodes)
+	if err != nil {
+		return api.AddResult{}, fmt.Errorf("store the cluster-DAG: %w", err)
+	}
+	if err := b.commitAddOp(ctx, consensus.AddCommitOp(id, root.CID, cdag, root.Size, holders, time.Now().UTC())); err != nil {
+		return api.AddResult{}, err
+	}
+	committed = true
+	b.readOwnWrite(ctx, func() bool { _, ok := b.p.cons.State().Get(root.CID); return ok })
+	b.p.tracker.wake()
+	pin, _ := b.p.cons.State().Get(root.CID)
+	res := api.AddResult{CID: root.CID.String(), Name: ap.Name, Size: root.Size, Pin: toAPIPin(pin)}
+	for i, sh := range pin.Shards {
+		ss := api.ShardStatus{Index: i, CID: sh.CID.String(), Size: sh.Size, Blocks: sh.Blocks, Offset: sh.Offset, Length: sh.Length}
+		for _, a := range sh.Allocations {
+			ss.Allocations = append(ss.Allocations, a.String())
+		}
+		res.Shards = append(res.Shards, ss)
+	}
+	return res, nil
+}
+
+// commitAddOp commits an op of a sharded add, retrying when its outcome is
+// unknown (the leader changed under it): the add ops are idempotent, and a
+// retry that finds its first attempt applied counts as done.
+func (b backend) commitAddOp(ctx context.Context, op consensus.Op) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = b.p.cons.Commit(ctx, op)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		if attempt > 0 {
+			// Did an earlier attempt apply after all?
+			st := b.p.cons.State()
+			switch op.Type {
+			case consensus.OpAddBegin:
+				if a, ok := st.GetAdd(op.Add.ID); ok && a.Owner == op.Add.Owner {
+					return nil
+				}
+			case consensus.OpAddCommit:
+				if _, ok := st.GetAdd(op.Add.ID); !ok {
+					if p, ok := st.Get(op.Pin.CID); ok && p.Kind == consensus.KindSharded {
+						return nil
+					}
+				}
+			}
+		}
+		if !errors.Is(err, consensus.ErrOutcomeUnknown) && !errors.Is(err, consensus.ErrNoLeader) {
+			break
+		}
+	}
+	return mapErr(err)
+}
+
+// replication applies the configured defaults to a request's factors.
+func (b backend) replication(rmin, rmax int) (int, int) {
+	if rmin == 0 {
+		rmin = b.p.cfg.Pinning.ReplicationMin
+	}
+	if rmax == 0 {
+		rmax = b.p.cfg.Pinning.ReplicationMax
+		if rmin > rmax || rmin == consensus.Everywhere {
+			rmax = rmin
+		}
+	}
+	return rmin, rmax
+}
+
+// shardOpener allocates each shard as the cutter opens it and records it
+// in consensus once the peers confirmed it.
+type shardOpener struct {
+	b          backend
+	id         string
+	size       int64
+	rmin, rmax int
+	// shards counts the shards opened so far; keys are the store keys
+	// this peer wrote for the add.
+	shards int
+	keys   []string
+}
+
+// choose picks the peers for the next shard and the most bytes it may
+// take: the requested size, or the room of the smallest chosen peer.
+func (o *shardOpener) choose(ctx context.Context, index int) ([]peer.ID, int64, error) {
+	infos, err := o.b.survey(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	var cands []allocate.Candidate
+	for _, pi := range infos {
+		if pi.err == nil && pi.info.Free >= minShardRoom {
+			cands = append(cands, allocate.Candidate{ID: pi.member.ID.String(), Free: pi.info.Free})
+		}
+	}
+	ids, err := allocate.Allocate(allocate.Request{Size: minShardRoom, RMin: o.rmin, RMax: o.rmax}, cands)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: shard %d: %v", api.ErrConflict, index, err)
+	}
+	limit := o.size
+	peers := make([]peer.ID, len(ids))
+	for i, id := range ids {
+		peers[i], _ = peer.Decode(id)
+		for _, c := range cands {
+			if c.ID == id {
+				limit = min(limit, c.Free)
+			}
+		}
+	}
+	return peers, limit, nil
+}
+
+func (o *shardOpener) Open(ctx context.Context, index int) (shard.Writer, int64, error) {
+	peers, limit, err := o.choose(ctx, index)
+	if err != nil {
+		return nil, 0, err
+	}
+	o.shards = index + 1
+	f, err := o.b.p.newFanout(ctx, peers, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &recordingWriter{o: o, f: f}, limit, nil
+}
+
+// recordingWriter is one shard on its way: a fan-out to its peers, and the
+// consensus op that records it once enough of them confirmed.
+type recordingWriter struct {
+	o *shardOpener
+	f fanout
+}
+
+func (w *recordingWriter) Put(ctx context.Context, b dag.Block) error { return w.f.Put(ctx, b) }
+
+func (w *recordingWriter) Commit(ctx context.Context, info shard.Info, nodes []dag.Block) error {
+	w.o.keys = append(w.o.keys, info.CID.String())
+	confirmed, failures, err := w.f.Commit(ctx, info, nodes)
+	if err != nil {
+		return err
+	}
+	if len(confirmed) < w.o.rmin {
+		return fmt.Errorf("shard %d confirmed by %d peers, fewer than rmin %d: %w", info.Index, len(confirmed), w.o.rmin, errors.Join(failures...))
+	}
+	sh := consensus.Shard{CID: info.CID, Size: uint64(info.Size), Blocks: uint64(info.Blocks), Offset: info.Offset,
+		Length: info.Length, Allocations: confirmed}
+	return w.o.b.commitAddOp(ctx, consensus.AddShardOp(w.o.id, info.Index, sh, time.Now().UTC()))
+}
+
+func (w *recordingWriter) Abort() { w.f.Abort() }
+
+// storeNodes stores the cluster-DAG's list nodes as a shard of their own on
+// up to rmax peers and returns those that confirmed.
+func (o *shardOpener) storeNodes(ctx context.Context, root cid.Cid, nodes []dag.Block) ([]peer.ID, error) {
+	peers, limit, err := o.choose(ctx, o.shards)
+	if err != nil {
+		return nil, err
+	}
+	f, err := o.b.p.newFanout(ctx, peers, limit)
+	if err != nil {
+		return nil, err
+	}
+	// A list of list nodes: the shard's "blocks" are the nodes below the
+	// root, and its list is the root itself.
+	var size int64
+	for _, n := range nodes { // CAR sections, as shard.Info counts them
+		l := uint64(n.CID.ByteLen() + len(n.Data))
+		size += int64(len(binary.AppendUvarint(nil, l))) + int64(l)
+	}
+	info := shard.Info{Index: o.shards, CID: root, Size: size, Blocks: 0}
+	o.keys = append(o.keys, root.String())
+	confirmed, failures, err := f.Commit(ctx, info, nodes)
+	if err != nil {
+		return nil, err
+	}
+	if len(confirmed) < o.rmin {
+		return nil, fmt.Errorf("cluster-DAG confirmed by %d peers, fewer than rmin %d: %w", len(confirmed), o.rmin, errors.Join(failures...))
+	}
+	return slices.Clip(confirmed), nil
+}

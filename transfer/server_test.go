@@ -1,0 +1,250 @@
+package transfer
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/shoal-project/shoal/dag"
+	"github.com/shoal-project/shoal/shard"
+	"github.com/shoal-project/shoal/store"
+)
+
+// TestReceiverRefuses plays a hostile or broken sender with raw frames:
+// each transfer is refused with a reason, and the receiver keeps nothing
+// of it (no shard, no temporary file).
+func TestReceiverRefuses(t *testing.T) {
+	nodes := newCluster(t, 2)
+	from, to := nodes[0], nodes[1]
+	to.srv.Free = func() int64 { return 64 << 20 }
+	rng := mrand.New(mrand.NewPCG(21, 22))
+	blocks := testBlocks(t, rng, 12, 16<<10)
+	const width = 2 // list trees of several levels
+
+	// body writes blocks, then the end frame of info and nodes.
+	body := func(blocks []dag.Block, info shard.Info, nodes []dag.Block) []byte {
+		var b []byte
+		for _, blk := range blocks {
+			b = rawFrame(b, blk.CID, blk.Data)
+		}
+		return rawEnd(b, info, nodes)
+	}
+	good := func() (shard.Info, []dag.Block) { return shardOf(t, blocks, width) }
+	// listOf sends blocks sent under the list of blocks listed, with an
+	// Info that counts what is sent, so that only the list is wrong.
+	listOf := func(sent, listed []dag.Block) (shard.Info, []dag.Block) {
+		info, nodes := shardOf(t, listed, width)
+		info.Blocks = len(sent)
+		return fixSize(info, sent, nodes), nodes
+	}
+	other := testBlocks(t, rng, 1, 100)[0]
+
+	tests := []struct {
+		name    string
+		header  []byte
+		body    func() []byte
+		refused string // in the answer to the header, or else
+		failed  string // in the final answer
+	}{
+		{name: "no room for the announced size", header: rawHeader(1, 100<<20),
+			refused: "no room: 64.0 MiB free, the shard needs up to 100.0 MiB"},
+		{name: "unknown version", header: rawHeader(2, 1<<20),
+			refused: "transfer version 2 is not supported"},
+		{name: "corrupt block", header: rawHeader(1, 1<<20), body: func() []byte {
+			bad := append([]dag.Block(nil), blocks...)
+			bad[3].Data = bytes.Clone(bad[3].Data)
+			bad[3].Data[7] ^= 1
+			info, nodes := good()
+			return body(bad, info, nodes)
+		}, failed: "the bytes of block " + blocks[3].CID.String() + " do not hash to its CID"},
+		{name: "corrupt identity block", header: rawHeader(1, 1<<20), body: func() []byte {
+			bad := append([]dag.Block(nil), blocks...)
+			bad[6].Data = bytes.Repeat([]byte("x"), len(bad[6].Data)) // same size: only the hash tells
+			info, nodes := good()
+			return body(bad, info, nodes)
+		}, failed: "do not hash to its CID"},
+		{name: "list omits a block", header: rawHeader(1, 1<<20), body: func() []byte {
+			info, nodes := listOf(blocks, append(append([]dag.Block(nil), blocks[:5]...), blocks[6:]...))
+			return body(blocks, info, nodes)
+		}, failed: "the shard list names 11 blocks, 12 were received"},
+		{name: "list in another order", header: rawHeader(1, 1<<20), body: func() []byte {
+			swapped := append([]dag.Block(nil), blocks...)
+			swapped[2], swapped[8] = swapped[8], swapped[2]
+			info, nodes := listOf(blocks, swapped)
+			return body(blocks, info, nodes)
+		}, failed: "does not name the blocks received, in their order"},
+		{name: "list names another block", header: rawHeader(1, 1<<20), body: func() []byte {
+			changed := append([]dag.Block(nil), blocks...)
+			changed[4] = other
+			info, nodes := listOf(blocks, changed)
+			return body(blocks, info, nodes)
+		}, failed: "does not name the blocks received, in their order"},
+		{name: "list node missing", header: rawHeader(1, 1<<20), body: func() []byte {
+			info, nodes := good()
+			info.Size -= sectionCost(nodes[0].CID.ByteLen(), len(nodes[0].Data))
+			return body(blocks, info, nodes[1:])
+		}, failed: "not among the list nodes sent"},
+		{name: "extra list node", header: rawHeader(1, 1<<20), body: func() []byte {
+			info, nodes := good()
+			_, extra := shardOf(t, blocks[:3], width)
+			nodes = append(append([]dag.Block(nil), extra[0]), nodes...)
+			info.Size += sectionCost(extra[0].CID.ByteLen(), len(extra[0].Data))
+			return body(blocks, info, nodes)
+		}, failed: "was sent but is not in the tree"},
+		{name: "root not last", header: rawHeader(1, 1<<20), body: func() []byte {
+			info, nodes := good()
+			nodes = append([]dag.Block{nodes[len(nodes)-1]}, nodes[:len(nodes)-1]...)
+			return body(blocks, info, nodes)
+		}, failed: "do not end with the root"},
+		{name: "size lie", header: rawHeader(1, 1<<20), body: func() []byte {
+			info, nodes := good()
+			info.Size--
+			return body(blocks, info, nodes)
+		}, failed: "the shard's info says"},
+		{name: "block count lie", header: rawHeader(1, 1<<20), body: func() []byte {
+			info, nodes := good()
+			info.Blocks++
+			return body(blocks, info, nodes)
+		}, failed: "the shard's info counts 13 blocks, 12 were received"},
+		{name: "more than announced", header: rawHeader(1, 50<<10), body: func() []byte {
+			info, nodes := good()
+			return body(blocks, info, nodes)
+		}, failed: "exceeds the 51200 bytes announced"},
+		{name: "CID too long", header: rawHeader(1, 1<<20), body: func() []byte {
+			return binary.AppendUvarint(nil, 200)
+		}, failed: "CID length 200 is above the limit of 128"},
+		{name: "block too long", header: rawHeader(1, 32<<20), body: func() []byte {
+			b := rawFrame(nil, blocks[0].CID, nil)
+			b = b[:len(b)-1]
+			return binary.AppendUvarint(b, 9<<20)
+		}, failed: "block length 9437184 is above the limit of 8388608"},
+		{name: "malformed CID", header: rawHeader(1, 1<<20), body: func() []byte {
+			return append(binary.AppendUvarint(nil, 3), 1, 2, 3)
+		}, failed: "malformed CID"},
+		{name: "too many list nodes", header: rawHeader(1, 1<<20), body: func() []byte {
+			info, _ := good()
+			b := body(blocks, info, nil)
+			b = b[:len(b)-1]
+			return binary.AppendUvarint(b, 1000)
+		}, failed: "number of list nodes 1000 is above the limit of 28"},
+		{name: "cut short", header: rawHeader(1, 1<<20), body: func() []byte {
+			info, nodes := good()
+			b := body(blocks, info, nodes)
+			return b[:len(b)/2]
+		}, failed: "unexpected EOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b []byte
+			if tt.body != nil {
+				b = tt.body()
+			}
+			first, second := rawSend(t, from.h, to.h.ID(), tt.header, b)
+			switch {
+			case tt.refused != "":
+				if first.status == statusOK || !strings.Contains(first.reason, tt.refused) {
+					t.Fatalf("answer to the header: %d %q, want a refusal with %q", first.status, first.reason, tt.refused)
+				}
+			case first.status != statusOK:
+				t.Fatalf("header refused: %q", first.reason)
+			case second.status == statusOK || !strings.Contains(second.reason, tt.failed):
+				t.Fatalf("final answer: %d %q, want a failure with %q", second.status, second.reason, tt.failed)
+			}
+			assertEmpty(t, to)
+		})
+	}
+
+	// The same raw sender, honest, is confirmed: the cases above fail for
+	// their flaw alone.
+	info, listNodes := good()
+	first, second := rawSend(t, from.h, to.h.ID(), rawHeader(1, 1<<20), body(blocks, info, listNodes))
+	if first.status != statusOK || second.status != statusOK {
+		t.Fatalf("honest transfer answered %+v, %+v", first, second)
+	}
+	if err := to.st.Verify(t.Context(), info.CID.String()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fixSize sets info.Size to what sent blocks and nodes take.
+func fixSize(info shard.Info, sent, nodes []dag.Block) shard.Info {
+	info.Size = 0
+	for _, b := range sent {
+		info.Size += sectionCost(b.CID.ByteLen(), len(b.Data))
+	}
+	for _, n := range nodes {
+		info.Size += sectionCost(n.CID.ByteLen(), len(n.Data))
+	}
+	return info
+}
+
+// TestReceiverBusy: transfers beyond MaxConcurrent are refused at once.
+func TestReceiverBusy(t *testing.T) {
+	nodes := newCluster(t, 2)
+	nodes[1].srv.MaxConcurrent = 1
+	ctx := t.Context()
+	s, err := nodes[0].h.NewStream(ctx, nodes[1].h.ID(), Protocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	if _, err := s.Write(rawHeader(1, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := readAnswer(bufio.NewReader(s)); err != nil || a.status != statusOK {
+		t.Fatalf("first transfer: %+v, %v", a, err)
+	}
+	first, _ := rawSend(t, nodes[0].h, nodes[1].h.ID(), rawHeader(1, 1<<20), nil)
+	if first.status == statusOK || !strings.Contains(first.reason, "busy") {
+		t.Fatalf("second transfer answered %+v, want busy", first)
+	}
+}
+
+// FuzzReceive feeds arbitrary bytes to a receiver: it never panics, and
+// whatever it confirms is a whole, verified shard.
+func FuzzReceive(f *testing.F) {
+	rng := mrand.New(mrand.NewPCG(31, 32))
+	blocks := testBlocks(f, rng, 5, 300)
+	info, nodes := shardOf(f, blocks, 2)
+	var good []byte
+	good = rawHeader(1, 1<<20)
+	for _, b := range blocks {
+		good = rawFrame(good, b.CID, b.Data)
+	}
+	good = rawEnd(good, info, nodes)
+	f.Add(good)
+	f.Add(good[:len(good)-3])
+	f.Add(rawHeader(1, 10))
+	f.Add([]byte{1, 0, 0})
+	dir := f.TempDir()
+	st, err := store.Open(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer st.Close()
+	srv := &Server{Store: st}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var out bytes.Buffer
+		err := srv.serve(bytes.NewReader(in), &out, "")
+		answers := out.Bytes()
+		if err == nil {
+			if !bytes.HasSuffix(answers, []byte{statusOK, 0}) || len(answers) != 4 {
+				t.Fatalf("confirmed with answers %x", answers)
+			}
+			for _, sh := range st.Shards() {
+				if err := st.Verify(t.Context(), sh.Key); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		ents, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+		if len(ents) != 0 {
+			t.Fatalf("temporary files left: %v", ents)
+		}
+	})
+}
