@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/go-hclog"
 	"io"
 	"log"
 	"os"
@@ -103,6 +104,8 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	}
 	ccfg := consensusConfig(cfg.Consensus)
 	ccfg.DataDir = filepath.Join(dir, config.ConsensusDir)
+	// Raft's warnings go where the daemon's log goes.
+	ccfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: opts.Logger.Writer(), Level: hclog.Warn})
 	fresh := !exists(filepath.Join(ccfg.DataDir, "raft"))
 	if p.cons, err = consensus.New(p.host, ccfg); err != nil {
 		return nil, err

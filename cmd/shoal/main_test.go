@@ -340,3 +340,28 @@ func TestAddProgress(t *testing.T) {
 		t.Fatalf("exit %d stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestDemo runs the README's main job at a small size: a throwaway
+// three-peer cluster, a sharded add, the status table, a verified read-back,
+// and a clean shutdown that removes its directory.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	r := run(t, nil, "demo", "--size", "8MiB", "--shard-size", "1MiB", "--no-progress")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s\n%s", r.code, r.stderr, r.stdout)
+	}
+	lines := strings.Split(r.stdout, "\n")
+	dir := strings.TrimPrefix(strings.TrimSuffix(lines[0], ""), "3 peers up in ")
+	if !strings.HasPrefix(lines[0], "3 peers up in ") {
+		t.Fatalf("first line %q", lines[0])
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("demo left %s behind (%v)", dir, err)
+	}
+	if !strings.Contains(r.stdout, "8388608 bytes") || !strings.Contains(r.stdout, "healthy, rmin 2 met on all (pinned, 8388608 bytes)") ||
+		!strings.Contains(r.stdout, "matches") {
+		t.Fatalf("demo output:\n%s", r.stdout)
+	}
+}
