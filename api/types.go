@@ -96,6 +96,9 @@ const (
 type PinStatus struct {
 	CID  string `json:"cid"`
 	Name string `json:"name"`
+	// AddID names a sharded add still in progress (its root CID is not
+	// known yet, so CID is empty); its Shards are those stored so far.
+	AddID string `json:"add_id,omitempty"`
 	// Status is the overall state (Overall*); Summary says it in a line a
 	// human reads first, e.g. "42 shards, 42 healthy, rmin 2 met on all".
 	Status      string                `json:"status"`

@@ -460,6 +460,21 @@ func met(ok bool) string {
 func (b backend) StatusAll(ctx context.Context, local bool) ([]api.PinStatus, error) {
 	pins := b.p.cons.State().Pins()
 	out := make([]api.PinStatus, 0, len(pins))
+	for _, a := range b.p.cons.State().Adds() {
+		st := api.PinStatus{AddID: a.ID, Name: a.Name, Status: api.OverallInProgress, RMin: a.RMin, RMax: a.RMax,
+			Allocations: []string{}, Peers: map[string]api.PeerStatus{},
+			Summary: fmt.Sprintf("adding on %s since %s: %d shards stored", a.Owner, a.Started.Format(time.RFC3339), len(a.Shards))}
+		for i, sh := range a.Shards {
+			ss := api.ShardStatus{Index: i, CID: sh.CID.String(), Size: sh.Size, Blocks: sh.Blocks, Offset: sh.Offset,
+				Length: sh.Length, Peers: map[string]string{}}
+			for _, al := range sh.Allocations {
+				ss.Allocations = append(ss.Allocations, al.String())
+			}
+			st.Size += sh.Length
+			st.Shards = append(st.Shards, ss)
+		}
+		out = append(out, st)
+	}
 	for _, p := range pins {
 		st, err := b.status(ctx, p, local)
 		if err != nil {

@@ -42,7 +42,7 @@ func newTestPeers(t *testing.T, n int) []*Peer {
 		cfg.Secret = hex.EncodeToString(secret)
 		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 		cfg.API.Listen = "127.0.0.1:0"
-		cfg.Pinning = config.Pinning{ReplicationMin: 1, ReplicationMax: 2}
+		cfg.Pinning.ReplicationMin, cfg.Pinning.ReplicationMax = 1, 2
 		cfg.Consensus.HeartbeatTimeout = config.Duration(200 * time.Millisecond)
 		cfg.Consensus.ElectionTimeout = config.Duration(200 * time.Millisecond)
 		cfg.Consensus.LeaderLeaseTimeout = config.Duration(100 * time.Millisecond)

@@ -9,6 +9,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,6 +49,8 @@ type Peer struct {
 	api   *api.Server
 
 	tracker        *tracker
+	addsMu         sync.Mutex
+	active         map[string]bool // sharded adds this process is running
 	rpcTimeout     time.Duration
 	reconcileEvery time.Duration
 	logger         *log.Logger
@@ -80,6 +83,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		rpcTimeout:     5 * time.Second,
 		reconcileEvery: time.Second,
 		removed:        make(chan struct{}),
+		active:         map[string]bool{},
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -138,6 +142,12 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	p.host.Handle(transfer.Protocol, shards.Handle)
 
 	switch {
+	case len(opts.Bootstrap) > 0 && !fresh:
+		// A peer with a cluster of its own rejoins it by itself; asked to
+		// join through a peer outside it, it would mix two histories.
+		if err := p.checkSameCluster(ctx, opts.Bootstrap); err != nil {
+			return nil, err
+		}
 	case len(opts.Bootstrap) > 0:
 		if err := p.join(ctx, opts.Bootstrap); err != nil {
 			return nil, err
@@ -161,7 +171,8 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	if err := p.api.Start(); err != nil {
 		return nil, err
 	}
-	p.wg.Add(3)
+	p.wg.Add(4)
+	go func() { defer p.wg.Done(); p.reapAdds(p.ctx) }()
 	go func() { defer p.wg.Done(); p.tracker.run(p.ctx) }()
 	go func() { defer p.wg.Done(); p.watchMembership(p.ctx) }()
 	go func() { defer p.wg.Done(); p.persistPeerstore(p.ctx) }()
@@ -179,6 +190,28 @@ func (p *Peer) join(ctx context.Context, addrs []ma.Multiaddr) error {
 		return nil
 	}
 	return fmt.Errorf("could not join the cluster: %w", errors.Join(errs...))
+}
+
+// checkSameCluster refuses bootstrap addresses of peers outside the
+// cluster this peer's stored state belongs to.
+func (p *Peer) checkSameCluster(ctx context.Context, addrs []ma.Multiaddr) error {
+	members, err := p.cons.Peers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		info, err := peer.AddrInfoFromP2pAddr(a)
+		if err != nil {
+			return fmt.Errorf("--bootstrap %s: the address must end in /p2p/<peer ID>", a)
+		}
+		if !slices.ContainsFunc(members, func(m consensus.Member) bool { return m.ID == info.ID }) {
+			return fmt.Errorf("this peer's state belongs to another cluster (of %d peers, without %s); "+
+				"to join that cluster, remove %s (identity, config and shards stay) or use a fresh --repo",
+				len(members), info.ID, filepath.Join(p.dir, config.ConsensusDir))
+		}
+		p.host.AddAddrs(info.ID, info.Addrs)
+	}
+	return nil
 }
 
 // watchMembership stops the peer once it has been a member and is no
@@ -200,6 +233,23 @@ func (p *Peer) watchMembership(ctx context.Context) {
 			return
 		}
 		wasMember = wasMember || member
+	}
+}
+
+// adding reports whether this process runs add id.
+func (p *Peer) adding(id string) bool {
+	p.addsMu.Lock()
+	defer p.addsMu.Unlock()
+	return p.active[id]
+}
+
+func (p *Peer) setAdding(id string, on bool) {
+	p.addsMu.Lock()
+	defer p.addsMu.Unlock()
+	if on {
+		p.active[id] = true
+	} else {
+		delete(p.active, id)
 	}
 }
 

@@ -67,6 +67,8 @@ func (b backend) addSharded(ctx context.Context, r io.Reader, ap api.AddParams) 
 		return api.AddResult{}, err
 	}
 	id := hex.EncodeToString(idb)
+	b.p.setAdding(id, true)
+	defer b.p.setAdding(id, false)
 	now := time.Now().UTC()
 	self := b.p.host.ID()
 	if err := b.commitAddOp(ctx, consensus.AddBeginOp(consensus.Add{ID: id, Name: ap.Name, RMin: rmin, RMax: rmax, Owner: self}, now)); err != nil {

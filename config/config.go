@@ -105,6 +105,10 @@ type Pinning struct {
 	// -1 means every peer.
 	ReplicationMin int `json:"replication_min"`
 	ReplicationMax int `json:"replication_max"`
+	// AbandonedAddGrace: the leader aborts a sharded add whose ingesting
+	// peer has been unreachable this long, and every peer drops its
+	// shards. (A peer that restarts aborts its own unfinished adds.)
+	AbandonedAddGrace Duration `json:"abandoned_add_grace"`
 }
 
 // Consensus holds Raft's settings (see package consensus for each).
@@ -146,6 +150,9 @@ func Default() Config {
 			// maintenance without any pin falling below its minimum.
 			ReplicationMin: 2,
 			ReplicationMax: 3,
+			// A minute rides out a short network blip or a slow leader
+			// change without leaving a dead add's shards for long.
+			AbandonedAddGrace: Duration(time.Minute),
 		},
 		Consensus: Consensus{
 			// hashicorp/raft's defaults (see consensus.DefaultConfig).
@@ -197,6 +204,9 @@ func (c Config) Validate() error {
 	}
 	if err := CheckReplication(c.Pinning.ReplicationMin, c.Pinning.ReplicationMax); err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if c.Pinning.AbandonedAddGrace < Duration(time.Second) {
+		return errors.New("config: pinning abandoned_add_grace must be at least 1s")
 	}
 	return nil
 }

@@ -116,7 +116,7 @@ func (c *testCluster) addPeer(secret string) *testPeer {
 	cons["leader_lease_timeout"] = "150ms"
 	cons["commit_timeout"] = "20ms"
 	cons["wait_for_leader_timeout"] = "5s"
-	cfg["pinning"] = map[string]any{"replication_min": 1, "replication_max": 2}
+	cfg["pinning"] = map[string]any{"replication_min": 1, "replication_max": 2, "abandoned_add_grace": "2s"}
 	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
 		t.Fatal(err)
 	}
@@ -446,6 +446,18 @@ func TestClusterLifecycle(t *testing.T) {
 		t.Fatal("removed peer still running after 10s")
 	}
 
+	// A peer of this cluster cannot be pointed at another cluster.
+	other := c.addPeer(c.secret)
+	c.start(len(c.peers) - 1) // no bootstrap: a one-peer cluster of its own
+	c.stop(2)
+	cmd2 := exec.Command(shoalBin, "daemon", "--repo", c.peers[2].repo, "--bootstrap", c.addr(len(c.peers)-1))
+	out2, err2 := cmd2.CombinedOutput()
+	var ee2 *exec.ExitError
+	if !errors.As(err2, &ee2) || ee2.ExitCode() != 1 || !strings.Contains(string(out2), "this peer's state belongs to another cluster") {
+		t.Fatalf("joining another cluster: %v\n%s", err2, out2)
+	}
+	_ = other
+
 	// A peer with another secret cannot join.
 	bad := c.addPeer(hex.EncodeToString(seeded("other", 32)))
 	cmd := exec.Command(shoalBin, "daemon", "--repo", bad.repo, "--bootstrap", c.addr(0))
@@ -527,6 +539,88 @@ func TestShardedAddProcesses(t *testing.T) {
 			if used != 0 {
 				return fmt.Errorf("%s still stores %d bytes", p.name, used)
 			}
+		}
+		return nil
+	})
+}
+
+
+// storedBytes is what peer i's store holds in shard files.
+func (c *testCluster) storedBytes(i int) int64 {
+	var used int64
+	filepath.Walk(filepath.Join(c.peers[i].repo, "store", "shards"), func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			used += fi.Size()
+		}
+		return nil
+	})
+	return used
+}
+
+// TestAbandonedAdd: kill -9 the peer that ingests a sharded add midway.
+// The add shows as in progress while it runs; then the leader aborts it
+// once its owner has been unreachable for the grace (2 s here), every peer
+// drops its shards, and the owner, restarted, drops its own.
+func TestAbandonedAdd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real daemons")
+	}
+	c := newTestCluster(t, 3)
+	c.startAll()
+	owner := 1
+	if c.leader(0) == owner {
+		owner = 2 // the leader must survive to reap
+	}
+	add := exec.Command(shoalBin, "--api", c.peers[owner].api, "add", "--shard", "--shard-size", "1MiB",
+		"--rmin", "2", "--rmax", "2", "-Q", "-")
+	stdin, err := add.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addOut bytes.Buffer
+	add.Stdout, add.Stderr = &addOut, &addOut
+	if err := add.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer add.Process.Kill()
+	if _, err := stdin.Write(seeded("abandoned", 6<<20)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		r := c.try(0, nil, "status", "--json")
+		var sts []struct {
+			AddID  string `json:"add_id"`
+			Status string `json:"status"`
+			Shards []any  `json:"shards"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
+			return err
+		}
+		if len(sts) != 1 || sts[0].AddID == "" || sts[0].Status != "in_progress" || len(sts[0].Shards) < 2 {
+			return fmt.Errorf("status: %s", r.stdout)
+		}
+		return nil
+	})
+	c.kill(owner)
+	stdin.Close()
+	for i := range c.peers {
+		if i == owner {
+			continue
+		}
+		eventually(t, 20*time.Second, func() error {
+			if n := c.storedBytes(i); n != 0 {
+				return fmt.Errorf("%s still stores %d bytes of the abandoned add", c.peers[i].name, n)
+			}
+			return nil
+		})
+	}
+	if r := c.try(0, nil, "status", "--json"); strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("status after the abort: %s", r.stdout)
+	}
+	c.start(owner)
+	eventually(t, 20*time.Second, func() error {
+		if n := c.storedBytes(owner); n != 0 {
+			return fmt.Errorf("restarted owner still stores %d bytes", n)
 		}
 		return nil
 	})

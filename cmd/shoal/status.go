@@ -121,6 +121,9 @@ func statusLine(st api.PinStatus) string {
 		return cmp.Or(strings.Compare(a.label, b.label), strings.Compare(a.id, b.id))
 	})
 	var b strings.Builder
+	if st.AddID != "" {
+		return fmt.Sprintf("(add %s) %s: [%s] %s", st.AddID, st.Name, st.Status, st.Summary)
+	}
 	b.WriteString(st.CID)
 	if st.Name != "" {
 		b.WriteString(" " + st.Name)
