@@ -544,7 +544,6 @@ func TestShardedAddProcesses(t *testing.T) {
 	})
 }
 
-
 // storedBytes is what peer i's store holds in shard files.
 func (c *testCluster) storedBytes(i int) int64 {
 	var used int64
