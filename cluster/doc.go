@@ -1,0 +1,37 @@
+// Package cluster is the shoal daemon: the one place that wires a peer's
+// libp2p host (package p2p), Raft consensus (consensus), local store
+// (store), shard transfers (transfer) and REST API (api) together, and the
+// side effects consensus must not have.
+//
+// Glossary:
+//
+//   - Peer: a running daemon (Start, Close).
+//   - backend: the api.Backend the REST API serves; it reads the state,
+//     allocates (package allocate) and commits ops.
+//   - tracker: the per-peer reconciler. Each round it compares what the
+//     state says this peer should hold (plain pins allocated here, shards
+//     of sharded pins and of adds in progress allocated here) with the
+//     store's keys, fetches missing plain pins from holders, and deletes
+//     keys nothing wants. Keys being written by an add are protected until
+//     the state records them or the add ends.
+//   - sharded add (shardadd.go): ingest -> shard.Cutter -> one
+//     transfer.Fanout per shard -> consensus ops begin / shard / commit.
+//   - reaper: aborts adds that can never finish (owner restarted, left, or
+//     unreachable past pinning.abandoned_add_grace); only the leader reaps
+//     others' adds.
+//
+// Peer-to-peer protocols, all gated by membership (package p2p):
+//
+//	/shoal/info/1     name, addresses, capacity, used, free
+//	/shoal/status/1   this peer's state of some pins and shards
+//	/shoal/fetch/1    a whole DAG in pre-order (plain pins)
+//	/shoal/shard/1    a shard, as it is cut (package transfer)
+//	/shoal/read/1     a stored shard, list first, for cat/get
+//	/shoal/addrs/1    addresses this peer knows of another
+//	/shoal/removed/1  "you were removed from the cluster"
+//	/shoal/wanted/1   which store keys the leader's state still wants
+//
+// Goroutines: Start runs the tracker, the membership watch, the peerstore
+// saver and the reaper, each until Close, which stops the API first, then
+// them, then consensus, the host and the store, and waits for all.
+package cluster
