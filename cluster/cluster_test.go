@@ -29,6 +29,13 @@ import (
 // cluster tests in cmd/shoal.
 func newTestPeers(t *testing.T, n int) []*Peer {
 	t.Helper()
+	return newTestPeersWith(t, n, nil)
+}
+
+// newTestPeersWith is newTestPeers with a hook that adjusts each peer's
+// config before it starts.
+func newTestPeersWith(t *testing.T, n int, tweak func(i int, cfg *config.Config)) []*Peer {
+	t.Helper()
 	secret := make([]byte, 32)
 	for i := range secret {
 		secret[i] = byte(i)
@@ -48,6 +55,9 @@ func newTestPeers(t *testing.T, n int) []*Peer {
 		cfg.Consensus.LeaderLeaseTimeout = config.Duration(100 * time.Millisecond)
 		cfg.Consensus.CommitTimeout = config.Duration(20 * time.Millisecond)
 		cfg.Consensus.WaitForLeaderTimeout = config.Duration(5 * time.Second)
+		if tweak != nil {
+			tweak(i, &cfg)
+		}
 		if _, err := config.Init(dir, cfg); err != nil {
 			t.Fatal(err)
 		}
@@ -298,4 +308,93 @@ func TestShardedAdd(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+
+// bufWriter collects a Cat for tests.
+type bufWriter struct{ bytes.Buffer }
+
+func (*bufWriter) SetLength(int64) {}
+
+// TestShardedCapacityAndSharing: a peer with little room never receives
+// more than it can hold, shards are sized down to its room; two files that
+// share their first shard store it once, and unpinning one leaves the
+// other whole.
+func TestShardedCapacityAndSharing(t *testing.T) {
+	const small = 9 << 20
+	peers := newTestPeersWith(t, 3, func(i int, cfg *config.Config) {
+		if i == 2 {
+			cfg.Capacity = fmt.Sprint(small)
+		}
+	})
+	ctx := context.Background()
+	b := backend{peers[0]}
+	common := seeded("common", 2<<20)
+	fileA := append(bytes.Clone(common), seeded("tail-a", 6<<20)...)
+	fileB := append(bytes.Clone(common), seeded("tail-b", 3<<20)...)
+	params := api.AddParams{Chunker: "size-65536", Shard: true, ShardSize: 2<<20 + 64<<10, RMin: 2, RMax: 3}
+	params.Name = "a"
+	resA, err := b.Add(ctx, bytes.NewReader(fileA), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used := peers[2].store.Used(); used > small {
+		t.Fatalf("the small peer holds %d bytes, capacity %d", used, small)
+	}
+	params.Name = "b"
+	resB, err := b.Add(ctx, bytes.NewReader(fileB), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used := peers[2].store.Used(); used > small {
+		t.Fatalf("the small peer holds %d bytes, capacity %d", used, small)
+	}
+	if resA.Shards[0].CID != resB.Shards[0].CID {
+		t.Fatalf("the files' first shards differ: %s, %s", resA.Shards[0].CID, resB.Shards[0].CID)
+	}
+	if _, err := b.Unpin(ctx, resA.CID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // a few reconciliation rounds
+	for _, p := range peers[1:] {
+		var got bufWriter
+		waitFor(t, 5*time.Second, func() error {
+			got.Reset()
+			return backend{p}.Cat(ctx, resB.CID, 0, -1, &got)
+		})
+		if !bytes.Equal(got.Bytes(), fileB) {
+			t.Fatalf("%s reads back %d bytes that differ from file b", p.cfg.PeerName, got.Len())
+		}
+	}
+}
+
+// TestShardedAddBadInput: refused before any data moves, state unchanged.
+func TestShardedAddBadInput(t *testing.T) {
+	peers := newTestPeers(t, 2)
+	b := backend{peers[0]}
+	ctx := context.Background()
+	tests := []struct {
+		p    api.AddParams
+		want error
+		msg  string
+	}{
+		{api.AddParams{Shard: true, ShardSize: 1000}, api.ErrBadRequest, "shard size 1000 bytes is below one block"},
+		{api.AddParams{Shard: true, RMin: 3, RMax: 3}, api.ErrConflict, "not enough peers"},
+		{api.AddParams{Shard: true, RMin: -1, RMax: -1}, api.ErrBadRequest, "needs replication counts"},
+	}
+	for _, tt := range tests {
+		_, err := b.Add(ctx, bytes.NewReader(seeded("x", 1<<20)), tt.p)
+		if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("%+v: %v, want %q", tt.p, err, tt.msg)
+		}
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if n := len(peers[0].cons.State().Adds()); n != 0 {
+			return fmt.Errorf("%d adds left in progress", n)
+		}
+		return nil
+	})
+	if pins, _ := b.Pins(ctx); len(pins) != 0 {
+		t.Fatalf("pins after refused adds: %v", pins)
+	}
 }
