@@ -310,7 +310,6 @@ func TestShardedAdd(t *testing.T) {
 	})
 }
 
-
 // bufWriter collects a Cat for tests.
 type bufWriter struct{ bytes.Buffer }
 
