@@ -11,8 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftwal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/shoal-project/shoal/p2p"
@@ -130,29 +129,24 @@ func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 	return c, nil
 }
 
-// wal is Raft's log and stable store. raft-wal v0.4.0's Close leaves its
-// bolt metadata file open, and locked, so a restart in the same process
-// would wait on the lock forever (hashicorp/raft-wal#28 adds the missing
-// close upstream; v0.4.0 lacks it): we own the metadata store and close it
-// ourselves. BoltMetaDB.Close is idempotent, so a fixed raft-wal is fine.
+// wal is Raft's log and stable store: a BoltDB file (raft-boltdb/v2).
+// raft-wal v0.4.0, the newest the module proxy serves, loses a sealed
+// segment's index when Raft truncates the log's tail (hashicorp/raft-wal#31,
+// fixed after v0.4.0), after which the peer cannot restart: our
+// three-daemon test hit it after a kill -9 of the leader.
 type wal struct {
-	*raftwal.WAL
-	meta *metadb.BoltMetaDB
+	*raftboltdb.BoltStore
 }
 
-func openWAL(dir string, logger hclog.Logger) (*wal, error) {
-	meta := &metadb.BoltMetaDB{}
-	w, err := raftwal.Open(dir, raftwal.WithLogger(logger), raftwal.WithMetaStore(meta))
+func openWAL(dir string, _ hclog.Logger) (*wal, error) {
+	st, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
 	if err != nil {
-		_ = meta.Close()
 		return nil, fmt.Errorf("open raft log %s: %w", dir, err)
 	}
-	return &wal{WAL: w, meta: meta}, nil
+	return &wal{BoltStore: st}, nil
 }
 
-func (w *wal) Close() error {
-	return errors.Join(w.WAL.Close(), w.meta.Close())
-}
+func (w *wal) Close() error { return w.BoltStore.Close() }
 
 // transportTimeout is the I/O deadline of one Raft RPC: ten heartbeats,
 // so a slow peer is not taken for a dead one, clamped to [1s, 10s]
