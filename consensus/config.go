@@ -10,7 +10,7 @@ import (
 // Config configures a Consensus. Start from DefaultConfig, set DataDir,
 // and call Validate (New does too). New never modifies its Config.
 type Config struct {
-	// DataDir holds Raft's state: DataDir/raft/wal (log and stable store)
+	// DataDir holds Raft's state: DataDir/raft/wal/raft.db (log and stable store, BoltDB)
 	// and DataDir/raft/snapshots.
 	DataDir string
 
