@@ -347,6 +347,7 @@ func consensusConfig(c config.Consensus) consensus.Config {
 	cc.SnapshotThreshold = c.SnapshotThreshold
 	cc.SnapshotsRetained = c.SnapshotsRetained
 	cc.Voters = c.Voters
+	cc.PromoteAfter = time.Duration(c.PromoteAfter)
 	return cc
 }
 
