@@ -1,7 +1,8 @@
 // Package bench measures how fast `shoal add` ingests, against the limits
 // of the machine and against the code Kubo's `ipfs add` runs, in one
-// invocation, so that every figure comes with its reference. Run from the
-// module root:
+// invocation, so that every figure comes with its reference; and how a
+// three-peer cluster of `shoal daemon` processes handles pins (see
+// "Cluster benchmark" below). Run from the module root:
 //
 //	go run ./bench/cmd/ingestbench -size 2GiB -runs 3
 //
@@ -91,4 +92,65 @@
 // ext4 creates files about 2x slower within a minute of deleting thousands
 // (PERF.md), which would slow every flatfs run after the first; for the same
 // reason, wait a minute between invocations.
+//
+// # Cluster benchmark
+//
+//	go run ./bench/cmd/clusterbench
+//
+// builds ./cmd/shoal and starts three `shoal daemon` processes on loopback
+// (Cluster: temporary repositories from `shoal init` with one secret; the
+// first peer forms the cluster, the others join it with --bootstrap), with
+// shoal's default consensus settings (-consensus key=value,... overrides
+// config.json's), and measures:
+//
+//	(a) pin adds       -pins (10,000) POST /pins through the Go API client
+//	                   from each of -clients (8, 32 and 128) goroutines,
+//	                   spread over the three APIs, so that two thirds reach
+//	                   followers, which forward them to the leader. Each run
+//	                   is on a fresh cluster, after 3 untimed pins per
+//	                   client. -modes: 1 pins with rmin=rmax=1 (the daemon
+//	                   surveys every peer and allocates), -1 with
+//	                   rmin=rmax=-1 (every peer, no survey). Pins/s and each
+//	                   run's p50/p99 latency, medians of -runs (3), and the
+//	                   CPU time per pin of the daemons and of the clients.
+//	(b) a large pinset -state (1,000,000) pins, rmin=rmax=-1, committed
+//	                   through the API by -state-clients (64) in stretches
+//	                   of 20,000 whose rates show how the cluster slows as
+//	                   the pinset grows; it stops after -state-timeout (20m)
+//	                   and measures at the size reached, saying so. Then:
+//	                   the daemons' CPU over 10 s with no client, their RSS
+//	                   (VmRSS and the peak, VmHWM), -samples (300)
+//	                   `status CID` requests (GET /status/CID, the whole
+//	                   cluster's view, one at a time, round robin over the
+//	                   peers), and a follower stopped with SIGTERM and
+//	                   started again: how long until its API answers and
+//	                   until it serves the last pin.
+//	(c) snapshot       go test ./consensus -run '^$' -bench SnapshotRestore1M
+//	                   -benchtime 1x: 10^6 pins persisted through raft's
+//	                   file snapshot store and restored, in one process.
+//
+// The pinned CIDs are CIDv1 raw sha2-256 digests of a counter: content no
+// peer holds. Allocation and commit do not look at content, but every
+// daemon's reconciler then tries to fetch each pin allocated to it from
+// the other peers, fails, and tries again 10 s later. That background work
+// grows with the pinset and competes with the pin path for the two cores;
+// the report's "idle CPU" line shows it once no client is active.
+//
+// The targets print as PASS or MISS lines:
+//
+//	pin adds                           >= 1,000/s per row (median of the runs)
+//	snapshot + restore of 10^6 pins    <= 10 s
+//	peak RSS                           <= 1 GiB, for the benchmark's process
+//	                                   holding 10^6 pins twice and for each
+//	                                   daemon holding the large pinset
+//	status CID                         p99 <= 50 ms with the large pinset
+//
+// -shoal NAME=BINARY,NAME=BINARY,... runs each row with each binary, run
+// for run, to compare a change against the tree it changes (the large
+// pinset uses the first); -perf PREFIX records the daemons with
+// `perf record -g` during the first run of each row. "others %" is the
+// largest share of the machine that neither the daemons nor the clients
+// used during a run: kernel threads (ext4's journal, for the daemons'
+// fsyncs) and other processes. At the defaults the command takes about
+// 25 minutes, most of it building the 10^6-pin pinset.
 package bench

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -440,6 +441,9 @@ func (c *Consensus) checkVoters(w *contacts) {
 			}
 		}
 		if index, err = c.swapVoter(ctx, step, index); err != nil {
+			if errors.Is(err, ErrClosed) {
+				return
+			}
 			c.log.Error("replace a voter that is down", "voter", step.Demote.ID, "down", down.Round(time.Second),
 				"error", err)
 			return

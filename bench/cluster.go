@@ -1,0 +1,355 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shoal-project/shoal/api/client"
+)
+
+// ClusterConfig describes a cluster of `shoal daemon` processes on
+// loopback.
+type ClusterConfig struct {
+	// Shoal is the shoal binary.
+	Shoal string
+	// Dir holds one repository per peer (DIR/peerN) and its daemon's log
+	// (DIR/peerN.log); it must exist.
+	Dir string
+	// Peers is the number of daemons.
+	Peers int
+	// Consensus overrides fields of config.json's "consensus" object (keys
+	// as in config.json: "heartbeat_timeout": "300ms"); nil keeps shoal's
+	// defaults.
+	Consensus map[string]any
+	// StartTimeout bounds the wait for each daemon's API and for the
+	// cluster to list every peer with a leader.
+	StartTimeout time.Duration
+}
+
+// Cluster is a running set of daemons, started by StartCluster; Close
+// stops them.
+type Cluster struct {
+	Peers []*Daemon
+}
+
+// Daemon is one `shoal daemon` process of a Cluster.
+type Daemon struct {
+	Name   string
+	Repo   string
+	API    string // HOST:PORT of its REST API
+	Addr   string // its full libp2p multiaddr (ending in /p2p/ID)
+	ID     string // its peer ID
+	Client *client.Client
+	Log    string // path of its stdout and stderr
+
+	shoal   string
+	timeout time.Duration
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error // the exit status, once done is closed
+}
+
+// StartCluster initialises cfg.Peers repositories sharing a new secret,
+// starts the first daemon (which forms the cluster), then the others with
+// --bootstrap pointing at it, and returns once every daemon lists all the
+// peers and knows a leader. On error it stops what it started.
+func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error) {
+	if cfg.Peers < 1 {
+		return nil, errors.New("start cluster: need at least one peer")
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = time.Minute
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	c := &Cluster{}
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
+	for i := range cfg.Peers {
+		d, err := initDaemon(ctx, cfg, i, hex.EncodeToString(secret))
+		if err != nil {
+			return nil, err
+		}
+		c.Peers = append(c.Peers, d)
+	}
+	for i, d := range c.Peers {
+		var args []string
+		if i > 0 {
+			args = []string{"--bootstrap", c.Peers[0].Addr}
+		}
+		if err := d.Start(ctx, args...); err != nil {
+			return nil, err
+		}
+	}
+	deadline := time.Now().Add(cfg.StartTimeout)
+	for _, d := range c.Peers {
+		for {
+			peers, err := d.Client.Peers(ctx)
+			ready := err == nil && len(peers) == cfg.Peers
+			leader := false
+			for _, p := range peers {
+				ready = ready && p.Alive
+				leader = leader || p.Role == "leader"
+			}
+			if ready && leader {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("start cluster: %s does not list %d live peers and a leader after %s (last answer %v, %v); see %s",
+					d.Name, cfg.Peers, cfg.StartTimeout, peers, err, d.Log)
+			}
+			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c, nil
+}
+
+func initDaemon(ctx context.Context, cfg ClusterConfig, i int, secret string) (*Daemon, error) {
+	d := &Daemon{Name: fmt.Sprintf("peer%d", i), Repo: filepath.Join(cfg.Dir, fmt.Sprintf("peer%d", i)),
+		Log: filepath.Join(cfg.Dir, fmt.Sprintf("peer%d.log", i)), shoal: cfg.Shoal, timeout: cfg.StartTimeout}
+	p2pPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	apiPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	d.API = "127.0.0.1:" + strconv.Itoa(apiPort)
+	out, err := exec.CommandContext(ctx, cfg.Shoal, "init", "--repo", d.Repo, "--peername", d.Name, "--secret", secret,
+		"--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p2pPort), "--api", d.API).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("shoal init %s: %w: %s", d.Repo, err, strings.TrimSpace(string(out)))
+	}
+	if len(cfg.Consensus) > 0 {
+		if err := editConfig(filepath.Join(d.Repo, "config.json"), cfg.Consensus); err != nil {
+			return nil, err
+		}
+	}
+	if d.Client, err = client.New(d.API); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// editConfig overrides fields of the "consensus" object of a config.json.
+func editConfig(path string, consensus map[string]any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	cons, ok := cfg["consensus"].(map[string]any)
+	if !ok {
+		return fmt.Errorf("%s has no consensus object", path)
+	}
+	for k, v := range consensus {
+		if _, ok := cons[k]; !ok {
+			return fmt.Errorf("%s: consensus has no field %q", path, k)
+		}
+		cons[k] = v
+	}
+	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o600)
+}
+
+// Start runs the daemon, with args after `shoal daemon --repo REPO`, and
+// waits until its API answers with its ID. A stopped daemon can be
+// started again: it resumes its cluster.
+func (d *Daemon) Start(ctx context.Context, args ...string) error {
+	log, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close() // the child has its own copy
+	// Not CommandContext: Close stops the daemon gracefully.
+	d.cmd = exec.Command(d.shoal, append([]string{"daemon", "--repo", d.Repo}, args...)...)
+	d.cmd.Stdout, d.cmd.Stderr = log, log
+	d.done = make(chan struct{})
+	if err := d.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", d.Name, err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	deadline := time.Now().Add(d.timeout)
+	for {
+		id, err := d.Client.ID(ctx)
+		if err == nil && len(id.Addresses) > 0 {
+			d.ID, d.Addr = id.ID, id.Addresses[0]
+			return nil
+		}
+		select {
+		case <-d.done:
+			return fmt.Errorf("%s exited at start: %v; see %s", d.Name, d.err, d.Log)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: API %s not up after %s; see %s", d.Name, d.API, d.timeout, d.Log)
+		}
+	}
+}
+
+// Stop sends SIGTERM and waits up to 20 s for the daemon to exit. One
+// that has not exited by then gets SIGQUIT, so that the Go runtime writes
+// every goroutine's stack into its log, and SIGKILL 2 s later.
+func (d *Daemon) Stop() error {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-d.done:
+		return nil
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+		return nil
+	case <-time.After(20 * time.Second):
+		_ = d.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-d.done:
+		case <-time.After(2 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+		return fmt.Errorf("%s did not stop within 20s of SIGTERM; killed (goroutine dump in %s)", d.Name, d.Log)
+	}
+}
+
+// Close stops every daemon.
+func (c *Cluster) Close() error {
+	var errs []error
+	for _, d := range c.Peers {
+		errs = append(errs, d.Stop())
+	}
+	return errors.Join(errs...)
+}
+
+// Leader returns the daemon the first peer names as leader, or nil.
+func (c *Cluster) Leader(ctx context.Context) *Daemon {
+	peers, err := c.Peers[0].Client.Peers(ctx)
+	if err != nil {
+		return nil
+	}
+	for _, p := range peers {
+		if p.Role == "leader" {
+			for _, d := range c.Peers {
+				if d.ID == p.ID {
+					return d
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Usage is a process's CPU time and memory as /proc says.
+type Usage struct {
+	CPU    time.Duration // user + system
+	RSS    int64         // resident set now, bytes
+	MaxRSS int64         // peak resident set (VmHWM), bytes
+}
+
+// Usage reads the daemon's CPU time and memory from /proc.
+func (d *Daemon) Usage() (Usage, error) {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return Usage{}, errors.New("not started")
+	}
+	return ProcUsage(d.cmd.Process.Pid)
+}
+
+// Pid is the daemon's process ID.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
+// ProcUsage reads pid's CPU time and memory from /proc.
+func ProcUsage(pid int) (Usage, error) {
+	var u Usage
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return u, err
+	}
+	// Fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime 14, stime 15.
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return u, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	u.CPU = time.Duration(ut+st) * (time.Second / 100) // USER_HZ
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return u, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		var kb int64
+		if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+			continue
+		}
+		switch k {
+		case "VmRSS":
+			u.RSS = kb << 10
+		case "VmHWM":
+			u.MaxRSS = kb << 10
+		}
+	}
+	return u, nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// Percentile returns the p-th percentile (0 < p <= 100) of sorted by the
+// nearest-rank method: the smallest value with at least p% of the values
+// at or below it. 0 for none.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(float64(len(sorted))*p/100+0.999999) - 1
+	return sorted[min(max(rank, 0), len(sorted)-1)]
+}
