@@ -50,9 +50,12 @@ func newTestPeersWith(t *testing.T, n int, tweak func(i int, cfg *config.Config)
 		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 		cfg.API.Listen = "127.0.0.1:0"
 		cfg.Pinning.ReplicationMin, cfg.Pinning.ReplicationMax = 1, 2
-		cfg.Consensus.HeartbeatTimeout = config.Duration(200 * time.Millisecond)
-		cfg.Consensus.ElectionTimeout = config.Duration(200 * time.Millisecond)
-		cfg.Consensus.LeaderLeaseTimeout = config.Duration(100 * time.Millisecond)
+		// Short enough for fast elections, long enough that two loaded
+		// cores (go test runs packages side by side under -race) do not
+		// make the leader step down mid-test.
+		cfg.Consensus.HeartbeatTimeout = config.Duration(500 * time.Millisecond)
+		cfg.Consensus.ElectionTimeout = config.Duration(500 * time.Millisecond)
+		cfg.Consensus.LeaderLeaseTimeout = config.Duration(250 * time.Millisecond)
 		cfg.Consensus.CommitTimeout = config.Duration(20 * time.Millisecond)
 		cfg.Consensus.WaitForLeaderTimeout = config.Duration(5 * time.Second)
 		if tweak != nil {
