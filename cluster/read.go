@@ -446,12 +446,11 @@ func readEnd(br *bufio.Reader) error {
 
 // checkBlock checks that data hashes to c.
 func checkBlock(c cid.Cid, data []byte) error {
-	got, err := c.Prefix().Sum(data)
-	if err != nil {
+	switch err := dag.Verify(c, data); {
+	case errors.Is(err, dag.ErrMismatch):
+		return fmt.Errorf("block %s is corrupt: its bytes do not hash to its CID", c)
+	case err != nil:
 		return fmt.Errorf("hash block %s: %w", c, err)
-	}
-	if !got.Equals(c) {
-		return fmt.Errorf("block %s is corrupt: its bytes hash to %s", c, got)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,9 +10,9 @@ import (
 	"sort"
 
 	"github.com/ipfs/go-cid"
+
 	car "github.com/ipld/go-car/v2"
-	mh "github.com/multiformats/go-multihash"
-	"github.com/zeebo/blake3"
+	"github.com/shoal-project/shoal/dag"
 )
 
 const (
@@ -508,37 +507,7 @@ func parseSection(b []byte) (cid.Cid, []byte, error) {
 }
 
 // errMismatch says a block's bytes do not hash to its CID.
-var errMismatch = errors.New("content does not match its CID")
+var errMismatch = dag.ErrMismatch
 
-// checkHash re-hashes data with the hash function of c's multihash and
-// compares. It returns errMismatch on a mismatch and another error when the
-// hash function is unknown. SHA2-256 and BLAKE3-256 take fast paths that do
-// not allocate; others go through go-multihash's registry.
-func checkHash(c cid.Cid, data []byte) error {
-	h := []byte(c.Hash())
-	dec, err := mh.Decode(h)
-	if err != nil {
-		return fmt.Errorf("decode multihash: %w", err)
-	}
-	var ok bool
-	switch {
-	case dec.Code == mh.SHA2_256 && dec.Length == sha256.Size:
-		d := sha256.Sum256(data)
-		ok = bytes.Equal(d[:], dec.Digest)
-	case dec.Code == mh.BLAKE3 && dec.Length == 32:
-		d := blake3.Sum256(data)
-		ok = bytes.Equal(d[:], dec.Digest)
-	case dec.Code == mh.IDENTITY:
-		ok = bytes.Equal(data, dec.Digest)
-	default:
-		got, err := mh.Sum(data, dec.Code, dec.Length)
-		if err != nil {
-			return fmt.Errorf("hash with multihash 0x%x: %w", dec.Code, err)
-		}
-		ok = bytes.Equal(got, h)
-	}
-	if !ok {
-		return errMismatch
-	}
-	return nil
-}
+// checkHash re-hashes data and compares with c (dag.Verify).
+func checkHash(c cid.Cid, data []byte) error { return dag.Verify(c, data) }

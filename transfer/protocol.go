@@ -2,8 +2,6 @@ package transfer
 
 import (
 	"bufio"
-	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,8 +10,6 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	mh "github.com/multiformats/go-multihash"
-	"github.com/zeebo/blake3"
 
 	"github.com/shoal-project/shoal/dag"
 	"github.com/shoal-project/shoal/shard"
@@ -215,30 +211,11 @@ func (fr *frameReader) data(n int) ([]byte, error) {
 // go-multihash supports (identity included), with fast paths for the
 // common ones.
 func checkBlock(c cid.Cid, data []byte) error {
-	h := []byte(c.Hash())
-	dec, err := mh.Decode(h)
-	if err != nil {
-		return fmt.Errorf("block %s: malformed multihash: %v", c, err)
-	}
-	var ok bool
-	switch {
-	case dec.Code == mh.SHA2_256 && dec.Length == sha256.Size:
-		d := sha256.Sum256(data)
-		ok = bytes.Equal(d[:], dec.Digest)
-	case dec.Code == mh.BLAKE3 && dec.Length == 32:
-		d := blake3.Sum256(data)
-		ok = bytes.Equal(d[:], dec.Digest)
-	case dec.Code == mh.IDENTITY:
-		ok = bytes.Equal(data, dec.Digest)
-	default:
-		got, err := mh.Sum(data, dec.Code, dec.Length)
-		if err != nil {
-			return fmt.Errorf("block %s: cannot hash with multihash 0x%x: %v", c, dec.Code, err)
-		}
-		ok = bytes.Equal(got, h)
-	}
-	if !ok {
+	switch err := dag.Verify(c, data); {
+	case errors.Is(err, dag.ErrMismatch):
 		return fmt.Errorf("the bytes of block %s do not hash to its CID", c)
+	case err != nil:
+		return fmt.Errorf("block %s: %v", c, err)
 	}
 	return nil
 }
