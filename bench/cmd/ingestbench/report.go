@@ -34,7 +34,7 @@ func (r *runner) report(w io.Writer, steps, big []step, started time.Time, load0
 
 	fmt.Fprintf(w, "command: go run ./bench/cmd/ingestbench %s\n", strings.Join(r.args, " "))
 	fmt.Fprintf(w, "date:    %s (%.0fs)\n", started.Format("2006-01-02 15:04 MST"), time.Since(started).Seconds())
-	fmt.Fprintf(w, "host:    %s; load average %s at start, %s at end\n", machine(), load0, loadavg())
+	fmt.Fprintf(w, "host:    %s; load average %s at start, %s at end\n", bench.Machine(), load0, bench.LoadAvg())
 	switch rev := gitRev(); {
 	case r.o.shoal != "":
 		fmt.Fprintf(w, "shoal:   %s, given with -shoal (runner from tree %s)\n", r.o.shoal, rev)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -53,7 +52,7 @@ func (r *runner) logf(format string, a ...any) { fmt.Fprintf(r.log, format+"\n",
 
 func (r *runner) run(ctx context.Context) error {
 	started := time.Now()
-	load0 := loadavg()
+	load0 := bench.LoadAvg()
 	var err error
 	if r.self, err = os.Executable(); err != nil {
 		return fmt.Errorf("find own executable: %w", err)
@@ -360,47 +359,3 @@ func freeBytes(dir string) int64 {
 	return int64(st.Bavail) * st.Bsize
 }
 
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// machine describes the host in one line.
-func machine() string {
-	model := "?"
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-		f.Close()
-	}
-	var si syscall.Sysinfo_t
-	mem := "?"
-	if syscall.Sysinfo(&si) == nil {
-		mem = fmt.Sprintf("%.0f GiB", float64(si.Totalram)*float64(si.Unit)/(1<<30))
-	}
-	var u syscall.Utsname
-	kernel := "?"
-	if syscall.Uname(&u) == nil {
-		var b strings.Builder
-		for _, c := range u.Release {
-			if c == 0 {
-				break
-			}
-			b.WriteByte(byte(c))
-		}
-		kernel = b.String()
-	}
-	return fmt.Sprintf("%s, %d CPUs, %s RAM, Linux %s, %s", model, runtime.NumCPU(), mem, kernel, runtime.Version())
-}
