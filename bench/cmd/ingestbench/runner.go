@@ -358,4 +358,3 @@ func freeBytes(dir string) int64 {
 	}
 	return int64(st.Bavail) * st.Bsize
 }
-
