@@ -338,6 +338,7 @@ func (s *State) applyAdd(op Op) error {
 		na.Shards = append(slices.Clip(a.Shards), sh)
 		na.Updated = op.Time
 		s.adds[id] = &na
+		s.journal.add(sh.CID)
 		return nil
 	case OpAddCommit:
 		if !ok {
@@ -352,10 +353,15 @@ func (s *State) applyAdd(op Op) error {
 		if old, exists := s.pins[p.CID]; exists {
 			p.Created = old.Created
 		}
-		s.pins[p.CID] = &p
+		s.setPin(&p)
 		delete(s.adds, id)
 		return nil
 	case OpAddAbort:
+		if ok {
+			for i := range a.Shards {
+				s.journal.add(a.Shards[i].CID)
+			}
+		}
 		delete(s.adds, id)
 		return nil
 	}
@@ -391,25 +397,4 @@ func (s *State) GetAdd(id string) (Add, bool) {
 		return Add{}, false
 	}
 	return a.clone(), true
-}
-
-// ShardOwner returns the sharded pin that holds shard c, or whose
-// cluster-DAG is c.
-func (s *State) ShardOwner(c cid.Cid) (cid.Cid, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, p := range s.pins {
-		if p.Kind != KindSharded {
-			continue
-		}
-		if p.ClusterDAG.Equals(c) {
-			return p.CID, true
-		}
-		for _, sh := range p.Shards {
-			if sh.CID.Equals(c) {
-				return p.CID, true
-			}
-		}
-	}
-	return cid.Undef, false
 }

@@ -23,9 +23,16 @@ type State struct {
 	// adds are the sharded adds in progress, by ID; like pins, the
 	// values are never modified once stored.
 	adds map[string]*Add
+	// refs and journal are derived from pins (index.go).
+	refs    map[cid.Cid][]cid.Cid
+	journal journal
 }
 
-func newState() *State { return &State{pins: make(map[cid.Cid]*Pin), adds: make(map[string]*Add)} }
+func newState() *State {
+	s := &State{pins: make(map[cid.Cid]*Pin), adds: make(map[string]*Add), refs: make(map[cid.Cid][]cid.Cid)}
+	s.journal.lose()
+	return s
+}
 
 // internID keeps one copy of each peer ID string: thousands of pins share
 // a few peers.
@@ -89,14 +96,14 @@ func (s *State) apply(op Op) error {
 				// its replication; its shards stay where they are.
 				np := *old
 				np.Name, np.RMin, np.RMax, np.Updated = p.Name, p.RMin, p.RMax, op.Time
-				s.pins[p.CID] = &np
+				s.setPin(&np)
 				return nil
 			}
 		}
 		for i, a := range p.Allocations {
 			p.Allocations[i] = peer.ID(internID(string(a)))
 		}
-		s.pins[p.CID] = &p
+		s.setPin(&p)
 		return nil
 	case OpAddBegin, OpAddShard, OpAddCommit, OpAddAbort:
 		return s.applyAdd(op)
@@ -104,7 +111,7 @@ func (s *State) apply(op Op) error {
 		if _, ok := s.pins[op.Pin.CID]; !ok {
 			return fmt.Errorf("unpin %s: %w", op.Pin.CID, ErrNotPinned)
 		}
-		delete(s.pins, op.Pin.CID)
+		s.delPin(op.Pin.CID)
 		return nil
 	default:
 		return fmt.Errorf("apply %s: unknown op type: %w", op, ErrInvalidOp)
@@ -158,6 +165,7 @@ func (f fsm) Restore(rc io.ReadCloser) error {
 	f.s.mu.Lock()
 	f.s.pins = pins
 	f.s.adds = adds
+	f.s.reindex()
 	f.s.mu.Unlock()
 	return nil
 }
