@@ -72,6 +72,27 @@ func (b backend) survey(ctx context.Context) ([]peerInfo, error) {
 	return out, nil
 }
 
+// surveyMaxAge is how old a survey pin allocation may use: at 1,000 pins
+// a second, a fresh survey per pin was a third of the daemons' CPU
+// (bench/RESULTS.md); free space changes little in a second, and a sharded
+// add, which fills peers fast, surveys afresh per shard.
+const surveyMaxAge = time.Second
+
+// recentSurvey is survey, reusing one at most surveyMaxAge old.
+func (b backend) recentSurvey(ctx context.Context) ([]peerInfo, error) {
+	b.p.surveyMu.Lock()
+	defer b.p.surveyMu.Unlock()
+	if time.Since(b.p.surveyAt) < surveyMaxAge {
+		return b.p.surveyCache, nil
+	}
+	infos, err := b.survey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b.p.surveyAt, b.p.surveyCache = time.Now(), infos
+	return infos, nil
+}
+
 func (b backend) Peers(ctx context.Context) ([]api.Peer, error) {
 	infos, err := b.survey(ctx)
 	if err != nil {
@@ -186,7 +207,7 @@ func (b backend) pin(ctx context.Context, c cid.Cid, name string, rmin, rmax int
 		current = append(slices.Clone(old.Allocations), prefer...)
 	}
 	if rmax != consensus.Everywhere {
-		infos, err := b.survey(ctx)
+		infos, err := b.recentSurvey(ctx)
 		if err != nil {
 			return consensus.Pin{}, err
 		}

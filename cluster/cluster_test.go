@@ -400,3 +400,41 @@ func TestShardedAddBadInput(t *testing.T) {
 		t.Fatalf("pins after refused adds: %v", pins)
 	}
 }
+
+// TestTrackerFetchesWhatAppears: a pin of content nobody holds is a
+// pin_error on every peer, with one message; once a peer adds that
+// content, the pin op it commits makes the others fetch it at once,
+// without waiting out their backoff.
+func TestTrackerFetchesWhatAppears(t *testing.T) {
+	peers := newTestPeers(t, 3)
+	ctx := context.Background()
+	data := seeded("shoal-golden-1048577", 1048577)
+	const root = "QmdSaj6ufqXz4byUKYGoeZ2gohe4K7H74eeqsWjw49vkUQ"
+	if _, err := (backend{peers[2]}).Pin(ctx, api.PinRequest{CID: root, Name: "later", RMin: -1, RMax: -1}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		st, err := backend{peers[1]}.Status(ctx, root, false)
+		if err != nil {
+			return err
+		}
+		for id, ps := range st.Peers {
+			if ps.Status != api.StatusPinError || ps.Error != "no peer holds it (asked 2)" {
+				return fmt.Errorf("%s: %s %q", id, ps.Status, ps.Error)
+			}
+		}
+		return nil
+	})
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "now", RMin: -1, RMax: -1})
+	if err != nil || res.CID != root {
+		t.Fatalf("add: %v %s", err, res.CID)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		for _, p := range peers {
+			if st := p.tracker.status(cid.MustParse(root)); st.Status != api.StatusPinned {
+				return fmt.Errorf("%s: %s %q", p.cfg.PeerName, st.Status, st.Error)
+			}
+		}
+		return nil
+	})
+}

@@ -55,6 +55,13 @@ type Peer struct {
 	reconcileEvery time.Duration
 	logger         *log.Logger
 
+	// The last survey of the members, shared by pin allocations made
+	// within surveyMaxAge of it. surveyMu is held while a survey runs, so
+	// concurrent pins wait for one survey instead of each making its own.
+	surveyMu    sync.Mutex
+	surveyAt    time.Time
+	surveyCache []peerInfo
+
 	// ctx lives as long as the peer; cancel stops its goroutines. It is
 	// held here only to hand to stream handlers, which libp2p calls
 	// without one.
@@ -128,6 +135,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	p.host.Handle(protoRemoved, serveJSON(p, p.serveRemoved))
 	p.host.Handle(protoAddrs, serveJSON(p, p.serveAddrs))
 	p.host.Handle(protoWanted, serveJSON(p, p.serveWanted))
+	p.host.Handle(protoHave, serveJSON(p, p.serveHave))
 	shards := &transfer.Server{
 		Store: p.store,
 		Free:  func() int64 { return p.localInfo().Free },

@@ -17,7 +17,6 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/shoal-project/shoal/api"
-	"github.com/shoal-project/shoal/consensus"
 	"github.com/shoal-project/shoal/dag"
 )
 
@@ -35,6 +34,8 @@ const (
 	// protoWanted asks the leader which of some store keys its state
 	// still wants on any peer (a pin, a shard, an add in progress).
 	protoWanted protocol.ID = "/shoal/wanted/1"
+	// protoHave asks a peer which of some CIDs it stores.
+	protoHave protocol.ID = "/shoal/have/1"
 )
 
 // Limits on what a peer reads from another, so a hostile member cannot
@@ -133,30 +134,34 @@ type wantedReq struct {
 }
 
 // wantedKeys returns which of keys this peer's state wants anywhere: as a
-// plain pin's root, a shard or cluster-DAG of a sharded pin, or a shard of
-// an add in progress; an add in progress also wants every key its owner
-// sent (its shards may not be recorded yet).
+// pin, a cluster-DAG or a shard. While any add is in progress every key is
+// wanted: its shards may be in flight before the state lists them.
 func (p *Peer) wantedKeys(keys []string) map[string]bool {
 	st := p.cons.State()
-	all := map[string]bool{}
-	for _, pin := range st.Pins() {
-		all[pin.CID.String()] = true
-		all[pin.ClusterDAG.String()] = pin.Kind == consensus.KindSharded
-		for _, sh := range pin.Shards {
-			all[sh.CID.String()] = true
-		}
-	}
-	adds := st.Adds()
-	for _, a := range adds {
-		for _, sh := range a.Shards {
-			all[sh.CID.String()] = true
-		}
-	}
-	out := map[string]bool{}
+	adding := len(st.Adds()) > 0
+	out := make(map[string]bool, len(keys))
 	for _, k := range keys {
-		out[k] = all[k] || len(adds) > 0
+		c, err := cid.Decode(k)
+		out[k] = adding || (err == nil && st.Referenced(c))
 	}
 	return out
+}
+
+type haveReq struct {
+	Keys []string `json:"keys"`
+}
+
+// serveHave answers which of the CIDs asked for this peer stores.
+func (p *Peer) serveHave(_ context.Context, _ peer.ID, req haveReq) (any, error) {
+	if len(req.Keys) > haveBatch {
+		return nil, fmt.Errorf("%d CIDs in one request; at most %d", len(req.Keys), haveBatch)
+	}
+	out := make([]bool, len(req.Keys))
+	for i, k := range req.Keys {
+		c, err := cid.Decode(k)
+		out[i] = err == nil && p.store.Has(c)
+	}
+	return out, nil
 }
 
 func (p *Peer) serveWanted(_ context.Context, _ peer.ID, req wantedReq) (any, error) {

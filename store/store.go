@@ -474,6 +474,14 @@ func (s *Store) Has(c cid.Cid) bool {
 	return ok
 }
 
+// HasShard reports whether a committed shard has key.
+func (s *Store) HasShard(key string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.shards[key]
+	return ok
+}
+
 // Get returns the data of the block with c's multihash, read from disk and
 // re-hashed against c: a mismatch returns a *CorruptError (ErrCorrupt)
 // naming the shard and the CID; an unknown block returns ErrNotFound. The
