@@ -40,6 +40,11 @@ var (
 	// ErrClosed: the Consensus is closed (or closing).
 	ErrClosed = errors.New("consensus closed")
 
+	// ErrStale: a repair or re-allocation was decided on holders that
+	// have changed since (another decision came first). Not applied;
+	// decide again on the current state.
+	ErrStale = errors.New("stale decision")
+
 	// ErrCorruptSnapshot: a snapshot stream does not follow the format.
 	ErrCorruptSnapshot = errors.New("corrupt pinset snapshot")
 )

@@ -69,6 +69,10 @@ func goldenOps(t testing.TB) map[string]Op {
 		"op-add-commit": AddCommitOp("add-0001", fixedCID(t, false, "root"), fixedCID(t, true, "cdag"),
 			104726528, []peer.ID{p1, p2}, t0.Add(5*time.Second)),
 		"op-add-abort": AddAbortOp("add-0002", t0.Add(6*time.Second)),
+		"op-repair": RepairOp(fixedCID(t, false, "root"), fixedCID(t, true, "s0"), []peer.ID{p2, p1},
+			[]peer.ID{fixedPeer(t, 3)}, t0.Add(8*time.Second)),
+		"op-realloc": ReallocOp(fixedCID(t, false, "root"), fixedCID(t, true, "s0"), []peer.ID{p2, p1},
+			[]peer.ID{p1, fixedPeer(t, 3)}, t0.Add(9*time.Second)),
 	}
 }
 
@@ -293,6 +297,39 @@ func shardedGoldenState(t testing.TB) *State {
 	return s
 }
 
+// repairedGoldenState is shardedGoldenState with a repair in progress.
+func repairedGoldenState(t testing.TB) *State {
+	s := shardedGoldenState(t)
+	if err := s.apply(goldenOps(t)["op-repair"]); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestSnapshotV2StillReads: a snapshot of the second format (no repairs)
+// restores into the current state.
+func TestSnapshotV2StillReads(t *testing.T) {
+	text, err := os.ReadFile(filepath.Join("testdata", "snapshot-v2.hex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hex.DecodeString(strings.ReplaceAll(string(text), "\n", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := newState()
+	if err := (fsm{s: restored}).Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	want := shardedGoldenState(t)
+	if !reflect.DeepEqual(restored.Pins(), want.Pins()) || !reflect.DeepEqual(restored.Adds(), want.Adds()) {
+		t.Fatalf("v2 restored\n%+v\nwant\n%+v", restored.Pins(), want.Pins())
+	}
+	if len(restored.Repairs()) != 0 {
+		t.Fatal("v2 snapshot produced repairs")
+	}
+}
+
 // TestSnapshotV1StillReads: a snapshot written by the first format (plain
 // pins only) restores into the current state: the migration path.
 func TestSnapshotV1StillReads(t *testing.T) {
@@ -317,12 +354,15 @@ func TestSnapshotV1StillReads(t *testing.T) {
 }
 
 func TestSnapshotGoldenAndRoundTrip(t *testing.T) {
-	s := shardedGoldenState(t)
+	s := repairedGoldenState(t)
 	b := snapshotBytes(t, s)
-	if !bytes.HasPrefix(b, []byte("shoal-pinset 2\n")) {
+	if !bytes.HasPrefix(b, []byte("shoal-pinset 3\n")) {
 		t.Fatalf("snapshot starts %q", b[:min(len(b), 20)])
 	}
-	checkGolden(t, "snapshot-v2", b)
+	checkGolden(t, "snapshot-v3", b)
+	if rs := s.Repairs(); len(rs) != 1 || rs[0].Part != fixedCID(t, true, "s0") || len(rs[0].Pending) != 1 {
+		t.Fatalf("repairs: %+v", rs)
+	}
 	if adds := s.Adds(); len(adds) != 1 || adds[0].ID != "add-0002" || len(adds[0].Shards) != 1 {
 		t.Fatalf("adds in progress: %+v", adds)
 	}
@@ -335,7 +375,8 @@ func TestSnapshotGoldenAndRoundTrip(t *testing.T) {
 	if err := (fsm{s: restored}).Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(restored.Pins(), s.Pins()) || !reflect.DeepEqual(restored.Adds(), s.Adds()) {
+	if !reflect.DeepEqual(restored.Pins(), s.Pins()) || !reflect.DeepEqual(restored.Adds(), s.Adds()) ||
+		!reflect.DeepEqual(restored.Repairs(), s.Repairs()) {
 		t.Fatalf("restored\n%+v\nwant\n%+v", restored.Pins(), s.Pins())
 	}
 	// Deterministic: the same state gives the same bytes.
@@ -357,14 +398,14 @@ func TestRestoreRefusesCorruptSnapshots(t *testing.T) {
 		ptrs := s.sortedPins()
 		ptrs[0], ptrs[1] = ptrs[1], ptrs[0]
 		var buf bytes.Buffer
-		if err := writeSnapshot(&buf, ptrs, nil); err != nil {
+		if err := writeSnapshot(&buf, ptrs, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		return buf.Bytes()
 	}()
 	tests := map[string][]byte{
 		"empty":            nil,
-		"wrong header":     append([]byte("shoal-pinset 3\n"), good[15:]...),
+		"wrong header":     append([]byte("shoal-pinset 9\n"), good[15:]...),
 		"truncated":        good[:len(good)-3],
 		"trailing garbage": append(bytes.Clone(good), 1),
 		"count too high":   append(append([]byte("shoal-pinset 2\n"), 9), good[16:]...),
@@ -389,8 +430,10 @@ func FuzzReadSnapshot(f *testing.F) {
 	f.Add(snapshotBytes(f, goldenState(f)))
 	f.Add(snapshotBytes(f, shardedGoldenState(f)))
 	f.Add(snapshotBytes(f, newState()))
+	f.Add(snapshotBytes(f, repairedGoldenState(f)))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		pins, _, err := readSnapshot(bytes.NewReader(b))
+		sd, err := readSnapshot(bytes.NewReader(b))
+		pins := sd.pins
 		if err != nil {
 			if !errors.Is(err, ErrCorruptSnapshot) {
 				t.Fatalf("error %v does not wrap ErrCorruptSnapshot", err)

@@ -82,6 +82,7 @@ func (p *Pin) parts(fn func(c cid.Cid)) {
 func (s *State) setPin(p *Pin) {
 	if old, ok := s.pins[p.CID]; ok {
 		s.unindex(old)
+		s.dropRepairs(old, p)
 		old.parts(s.journal.add)
 	}
 	s.pins[p.CID] = p
@@ -97,6 +98,7 @@ func (s *State) delPin(c cid.Cid) {
 	}
 	delete(s.pins, c)
 	s.unindex(old)
+	s.dropRepairs(old, nil)
 	old.parts(s.journal.add)
 }
 
@@ -168,7 +170,7 @@ func (s *State) Wants(c cid.Cid, self peer.ID) bool {
 			}
 		}
 	}
-	return false
+	return s.pendingHere(c, self)
 }
 
 // Referenced reports whether any pin or add in progress accounts for c:

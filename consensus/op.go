@@ -38,6 +38,10 @@ func (t OpType) String() string {
 		return "add-commit"
 	case OpAddAbort:
 		return "add-abort"
+	case OpRepair:
+		return "repair"
+	case OpRealloc:
+		return "realloc"
 	default:
 		return fmt.Sprintf("op(%d)", uint8(t))
 	}
@@ -71,6 +75,9 @@ func PinOp(p Pin, now time.Time) Op { return Op{Type: OpPin, Time: now, Pin: p} 
 func UnpinOp(c cid.Cid, now time.Time) Op { return Op{Type: OpUnpin, Time: now, Pin: Pin{CID: c}} }
 
 func (o Op) String() string {
+	if o.Type == OpRepair || o.Type == OpRealloc {
+		return fmt.Sprintf("%s %s of %s", o.Type, o.Shard.CID, o.Pin.CID)
+	}
 	if o.Type >= OpAddBegin {
 		return fmt.Sprintf("%s %x", o.Type, o.Add.ID)
 	}
@@ -93,6 +100,8 @@ func (o Op) Validate() error {
 		return o.Pin.Validate()
 	case OpAddBegin, OpAddShard, OpAddCommit, OpAddAbort:
 		return o.validateAddOp()
+	case OpRepair, OpRealloc:
+		return o.validateRepairOp()
 	case OpUnpin:
 		if !o.Pin.CID.Defined() {
 			return fmt.Errorf("unpin: no CID: %w", ErrInvalidOp)
@@ -127,6 +136,8 @@ func (o Op) AppendBinary(b []byte) ([]byte, error) {
 		b = appendField(b, o.Pin.CID.Bytes())
 	case OpAddBegin, OpAddShard, OpAddCommit, OpAddAbort:
 		b = o.appendAddOp(b)
+	case OpRepair, OpRealloc:
+		b = o.appendRepairOp(b)
 	}
 	return b, nil
 }
@@ -155,6 +166,8 @@ func DecodeOp(b []byte) (Op, error) {
 		o.Pin.CID = d.cid()
 	case OpAddBegin, OpAddShard, OpAddCommit, OpAddAbort:
 		d.addOp(&o)
+	case OpRepair, OpRealloc:
+		d.repairOp(&o)
 	default:
 		if d.err == nil {
 			return Op{}, fmt.Errorf("decode op: unknown op type %d: %w", uint8(o.Type), ErrInvalidOp)

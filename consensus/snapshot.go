@@ -11,10 +11,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// The snapshot format, version 2. Integers are encoding/binary varints;
+// The snapshot format, version 3. Integers are encoding/binary varints;
 // "bytes" is a uvarint length and that many bytes.
 //
-//	header  "shoal-pinset 2\n"            (the format name and version, a text line)
+//	header  "shoal-pinset 3\n"            (the format name and version, a text line)
 //	count   uvarint                       (number of pins)
 //	record  * count, in ascending order of CID bytes:
 //	        length(uvarint) then length bytes of
@@ -27,10 +27,15 @@ import (
 //	        length(uvarint) then length bytes of
 //	        id(bytes) name(bytes) rmin(varint) rmax(varint) owner(bytes)
 //	        started(varint) updated(varint) nshards(uvarint) shard*nshards
+//	nrepairs uvarint                      (repairs in progress)
+//	repair  * nrepairs, in ascending order of (root, part) bytes:
+//	        length(uvarint) then length bytes of
+//	        root(bytes) part(bytes) started(varint) npending(uvarint) peer(bytes)*npending
 //	shard   = cid(bytes) size blocks offset length (uvarints) nalloc(uvarint) allocation(bytes)*nalloc
 //
-// Version 1 (testdata/snapshot-v1.hex) is version 2 without the sharded
-// fields and the adds; readers take both, writers write version 2.
+// Version 2 (testdata/snapshot-v2.hex) is version 3 without the repairs;
+// version 1 (testdata/snapshot-v1.hex) is version 2 without the sharded
+// fields and the adds. Readers take all three, writers write version 3.
 //
 // The stream ends right after the last record. The pin fields are encoded
 // as in an OpPin body. Records are length-prefixed so that a reader can
@@ -39,7 +44,8 @@ import (
 // a copy of the whole snapshot. Raft's file snapshot store adds its own
 // CRC over the stream. The golden bytes are in testdata/snapshot-v1.bin.
 const (
-	snapshotHeader   = "shoal-pinset 2\n"
+	snapshotHeader   = "shoal-pinset 3\n"
+	snapshotHeaderV2 = "shoal-pinset 2\n"
 	snapshotHeaderV1 = "shoal-pinset 1\n"
 )
 
@@ -47,7 +53,7 @@ const (
 // (10 TiB at 100 MiB a shard) fits.
 const maxRecord = 64 << 20
 
-func writeSnapshot(w io.Writer, pins []*Pin, adds []*Add) error {
+func writeSnapshot(w io.Writer, pins []*Pin, adds []*Add, repairs []*Repair) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	if _, err := bw.WriteString(snapshotHeader); err != nil {
 		return err
@@ -96,22 +102,55 @@ func writeSnapshot(w io.Writer, pins []*Pin, adds []*Add) error {
 			return err
 		}
 	}
+	lenBuf = binary.AppendUvarint(lenBuf[:0], uint64(len(repairs)))
+	if _, err := bw.Write(lenBuf); err != nil {
+		return err
+	}
+	for _, r := range repairs {
+		rec = appendField(rec[:0], r.Root.Bytes())
+		rec = appendField(rec, r.Part.Bytes())
+		rec = binary.AppendVarint(rec, r.Started.UnixNano())
+		rec = binary.AppendUvarint(rec, uint64(len(r.Pending)))
+		for _, a := range r.Pending {
+			rec = appendField(rec, []byte(a))
+		}
+		lenBuf = binary.AppendUvarint(lenBuf[:0], uint64(len(rec)))
+		if _, err := bw.Write(lenBuf); err != nil {
+			return err
+		}
+		if _, err := bw.Write(rec); err != nil {
+			return err
+		}
+	}
 	return bw.Flush()
 }
 
-func readSnapshot(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, error) {
+// snapshotData is what a snapshot holds.
+type snapshotData struct {
+	pins    map[cid.Cid]*Pin
+	adds    map[string]*Add
+	repairs map[cid.Cid][]*Repair
+}
+
+func readSnapshot(r io.Reader) (snapshotData, error) {
+	pins, adds, repairs, err := readSnapshotParts(r)
+	return snapshotData{pins, adds, repairs}, err
+}
+
+func readSnapshotParts(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, map[cid.Cid][]*Repair, error) {
 	corrupt := func(format string, args ...any) error {
 		return fmt.Errorf("read pinset snapshot: %s: %w", fmt.Sprintf(format, args...), ErrCorruptSnapshot)
 	}
 	br := bufio.NewReaderSize(r, 1<<20)
 	header := make([]byte, len(snapshotHeader))
-	if _, err := io.ReadFull(br, header); err != nil || (string(header) != snapshotHeader && string(header) != snapshotHeaderV1) {
-		return nil, nil, corrupt("header %q, want %q", header, snapshotHeader)
+	if _, err := io.ReadFull(br, header); err != nil ||
+		(string(header) != snapshotHeader && string(header) != snapshotHeaderV2 && string(header) != snapshotHeaderV1) {
+		return nil, nil, nil, corrupt("header %q, want %q", header, snapshotHeader)
 	}
-	v1 := string(header) == snapshotHeaderV1
+	v1, v2 := string(header) == snapshotHeaderV1, string(header) == snapshotHeaderV2
 	count, err := binary.ReadUvarint(br)
 	if err != nil {
-		return nil, nil, corrupt("pin count: %v", err)
+		return nil, nil, nil, corrupt("pin count: %v", err)
 	}
 	// The count is not trusted for the allocation: a corrupt one must not
 	// reserve memory the records never fill.
@@ -132,17 +171,17 @@ func readSnapshot(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, error) {
 	for i := range count {
 		n, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, nil, corrupt("length of record %d of %d: %v", i, count, err)
+			return nil, nil, nil, corrupt("length of record %d of %d: %v", i, count, err)
 		}
 		if n > maxRecord {
-			return nil, nil, corrupt("record %d is %d bytes, limit %d", i, n, maxRecord)
+			return nil, nil, nil, corrupt("record %d is %d bytes, limit %d", i, n, maxRecord)
 		}
 		if uint64(cap(buf)) < n {
 			buf = make([]byte, n)
 		}
 		buf = buf[:n]
 		if _, err := io.ReadFull(br, buf); err != nil {
-			return nil, nil, corrupt("record %d of %d: %v", i, count, err)
+			return nil, nil, nil, corrupt("record %d of %d: %v", i, count, err)
 		}
 		d.b, d.err = buf, nil
 		p := d.pinFields()
@@ -154,11 +193,11 @@ func readSnapshot(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, error) {
 			d.err = fmt.Errorf("%d bytes after the fields", len(d.b))
 		}
 		if d.err != nil {
-			return nil, nil, corrupt("record %d: %v", i, d.err)
+			return nil, nil, nil, corrupt("record %d: %v", i, d.err)
 		}
 		key := p.CID.KeyString()
 		if i > 0 && key <= prev {
-			return nil, nil, corrupt("record %d: CID %s out of order or repeated", i, p.CID)
+			return nil, nil, nil, corrupt("record %d: CID %s out of order or repeated", i, p.CID)
 		}
 		prev = key
 		p.Created, p.Updated = created, updated
@@ -168,20 +207,20 @@ func readSnapshot(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, error) {
 	if !v1 {
 		nadds, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, nil, corrupt("add count: %v", err)
+			return nil, nil, nil, corrupt("add count: %v", err)
 		}
 		var prevID string
 		for i := range nadds {
 			n, err := binary.ReadUvarint(br)
 			if err != nil || n > maxRecord {
-				return nil, nil, corrupt("length of add %d of %d: %v", i, nadds, err)
+				return nil, nil, nil, corrupt("length of add %d of %d: %v", i, nadds, err)
 			}
 			if uint64(cap(buf)) < n {
 				buf = make([]byte, n)
 			}
 			buf = buf[:n]
 			if _, err := io.ReadFull(br, buf); err != nil {
-				return nil, nil, corrupt("add %d of %d: %v", i, nadds, err)
+				return nil, nil, nil, corrupt("add %d of %d: %v", i, nadds, err)
 			}
 			d.b, d.err = buf, nil
 			var a Add
@@ -205,17 +244,65 @@ func readSnapshot(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, error) {
 				d.err = validateAddID(a.ID)
 			}
 			if d.err != nil {
-				return nil, nil, corrupt("add %d: %v", i, d.err)
+				return nil, nil, nil, corrupt("add %d: %v", i, d.err)
 			}
 			if i > 0 && a.ID <= prevID {
-				return nil, nil, corrupt("add %d out of order or repeated", i)
+				return nil, nil, nil, corrupt("add %d out of order or repeated", i)
 			}
 			prevID = a.ID
 			adds[a.ID] = &a
 		}
 	}
-	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
-		return nil, nil, corrupt("data after the last of %d records", count)
+	repairs := make(map[cid.Cid][]*Repair)
+	if !v1 && !v2 {
+		nrep, err := binary.ReadUvarint(br)
+		if err != nil {
+			return nil, nil, nil, corrupt("repair count: %v", err)
+		}
+		var prevKey string
+		for i := range nrep {
+			n, err := binary.ReadUvarint(br)
+			if err != nil || n > maxRecord {
+				return nil, nil, nil, corrupt("length of repair %d of %d: %v", i, nrep, err)
+			}
+			if uint64(cap(buf)) < n {
+				buf = make([]byte, n)
+			}
+			buf = buf[:n]
+			if _, err := io.ReadFull(br, buf); err != nil {
+				return nil, nil, nil, corrupt("repair %d of %d: %v", i, nrep, err)
+			}
+			d.b, d.err = buf, nil
+			var r Repair
+			r.Root, r.Part = d.cid(), d.cid()
+			r.Started = d.time()
+			r.Pending = d.peerIDs()
+			if d.err == nil && len(d.b) != 0 {
+				d.err = fmt.Errorf("%d bytes after the fields", len(d.b))
+			}
+			if d.err == nil {
+				d.err = RepairOp(r.Root, r.Part, nil, r.Pending, r.Started).validateRepairOp()
+			}
+			if d.err == nil {
+				if p, ok := pins[r.Root]; !ok {
+					d.err = fmt.Errorf("root %s is not pinned", r.Root)
+				} else if _, ok := partHolders(p, r.Part); !ok {
+					d.err = fmt.Errorf("%s is not a part of %s", r.Part, r.Root)
+				}
+			}
+			if d.err != nil {
+				return nil, nil, nil, corrupt("repair %d: %v", i, d.err)
+			}
+			key := r.Root.KeyString() + r.Part.KeyString()
+			if i > 0 && key <= prevKey {
+				return nil, nil, nil, corrupt("repair %d out of order or repeated", i)
+			}
+			prevKey = key
+			repairs[r.Part] = append(repairs[r.Part], &r)
+		}
 	}
-	return pins, adds, nil
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		return nil, nil, nil, corrupt("data after the last of %d records", count)
+	}
+	return pins, adds, repairs, nil
 }

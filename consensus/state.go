@@ -23,13 +23,17 @@ type State struct {
 	// adds are the sharded adds in progress, by ID; like pins, the
 	// values are never modified once stored.
 	adds map[string]*Add
+	// repairs in progress, by part (repair.go); values are never
+	// modified once stored.
+	repairs map[cid.Cid][]*Repair
 	// refs and journal are derived from pins (index.go).
 	refs    map[cid.Cid][]cid.Cid
 	journal journal
 }
 
 func newState() *State {
-	s := &State{pins: make(map[cid.Cid]*Pin), adds: make(map[string]*Add), refs: make(map[cid.Cid][]cid.Cid)}
+	s := &State{pins: make(map[cid.Cid]*Pin), adds: make(map[string]*Add), refs: make(map[cid.Cid][]cid.Cid),
+		repairs: make(map[cid.Cid][]*Repair)}
 	s.journal.lose()
 	return s
 }
@@ -107,6 +111,8 @@ func (s *State) apply(op Op) error {
 		return nil
 	case OpAddBegin, OpAddShard, OpAddCommit, OpAddAbort:
 		return s.applyAdd(op)
+	case OpRepair, OpRealloc:
+		return s.applyRepair(op)
 	case OpUnpin:
 		if _, ok := s.pins[op.Pin.CID]; !ok {
 			return fmt.Errorf("unpin %s: %w", op.Pin.CID, ErrNotPinned)
@@ -150,35 +156,44 @@ func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
 	for _, a := range f.s.adds {
 		adds = append(adds, a)
 	}
+	var repairs []*Repair
+	for _, rs := range f.s.repairs {
+		repairs = append(repairs, rs...)
+	}
 	f.s.mu.RUnlock()
-	return &snapshot{pins: ptrs, adds: adds}, nil
+	return &snapshot{pins: ptrs, adds: adds, repairs: repairs}, nil
 }
 
 // Restore replaces the state with the snapshot in rc. On error the state
 // is unchanged.
 func (f fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	pins, adds, err := readSnapshot(rc)
+	sd, err := readSnapshot(rc)
 	if err != nil {
 		return err
 	}
 	f.s.mu.Lock()
-	f.s.pins = pins
-	f.s.adds = adds
+	f.s.pins = sd.pins
+	f.s.adds = sd.adds
+	f.s.repairs = sd.repairs
 	f.s.reindex()
 	f.s.mu.Unlock()
 	return nil
 }
 
 type snapshot struct {
-	pins []*Pin
-	adds []*Add
+	pins    []*Pin
+	adds    []*Add
+	repairs []*Repair
 }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	slices.SortFunc(s.pins, func(a, b *Pin) int { return cmp.Compare(a.CID.KeyString(), b.CID.KeyString()) })
 	slices.SortFunc(s.adds, func(a, b *Add) int { return cmp.Compare(a.ID, b.ID) })
-	if err := writeSnapshot(sink, s.pins, s.adds); err != nil {
+	slices.SortFunc(s.repairs, func(a, b *Repair) int {
+		return cmp.Compare(a.Root.KeyString()+a.Part.KeyString(), b.Root.KeyString()+b.Part.KeyString())
+	})
+	if err := writeSnapshot(sink, s.pins, s.adds, s.repairs); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot %s: %w", sink.ID(), err)
 	}
