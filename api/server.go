@@ -304,6 +304,7 @@ func (s *Server) routes() http.Handler {
 		{"GET /id", nil, s.getID},
 		{"GET /version", nil, s.getVersion},
 		{"GET /health", nil, s.getHealth},
+		{"GET /health/peers", nil, s.getPeerHealth},
 		{"GET /peers", nil, s.getPeers},
 		{"DELETE /peers/{id}", nil, s.deletePeer},
 		{"GET /pins", nil, s.getPins},
@@ -364,6 +365,20 @@ func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request, _ url.Values
 
 func (s *Server) getHealth(w http.ResponseWriter, _ *http.Request, _ url.Values) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// getPeerHealth answers every member's last heartbeat (HealthReporter).
+func (s *Server) getPeerHealth(w http.ResponseWriter, r *http.Request, _ url.Values) error {
+	hr, ok := s.b.(HealthReporter)
+	if !ok {
+		return &statusError{http.StatusNotImplemented, "this peer does not monitor its members"}
+	}
+	h, err := hr.Health(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(h))
 	return nil
 }
 

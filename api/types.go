@@ -33,6 +33,45 @@ type Peer struct {
 	Free     int64 `json:"free,omitempty"`
 }
 
+// Metrics are what a peer reports in each heartbeat (`shoal health`).
+type Metrics struct {
+	Name string `json:"name"`
+	// Capacity, Used and Free are storage figures in bytes: free is
+	// capacity - used.
+	Capacity int64 `json:"capacity"`
+	Used     int64 `json:"used"`
+	Free     int64 `json:"free"`
+	// Shards is how many shards (a plain pin's DAG counts as one) the
+	// peer stores; Pins how many pins its copy of the state holds (a
+	// lagging peer shows fewer).
+	Shards int `json:"shards"`
+	Pins   int `json:"pins"`
+	// Queue is how many pins and shards wait to be fetched; Errors how
+	// many failed and wait for a retry.
+	Queue  int `json:"queue"`
+	Errors int `json:"errors"`
+	// TTL is how long the heartbeat counts, as a Go duration ("6s").
+	TTL string `json:"ttl"`
+}
+
+// PeerHealth is one member's last heartbeat (`shoal health --json`).
+type PeerHealth struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Alive: its last heartbeat is within its TTL.
+	Alive bool `json:"alive"`
+	// LastSeen is when its last heartbeat arrived (zero: never), and
+	// Metrics what it said.
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Metrics  *Metrics  `json:"metrics,omitempty"`
+}
+
+// HealthReporter is the part of a Backend that reports the members'
+// heartbeats (GET /health/peers); the server answers 501 without it.
+type HealthReporter interface {
+	Health(ctx context.Context) ([]PeerHealth, error)
+}
+
 // Pin is one entry of the cluster's pinset (`shoal pin ls --json`).
 type Pin struct {
 	CID         string    `json:"cid"`

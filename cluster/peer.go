@@ -49,6 +49,7 @@ type Peer struct {
 	api   *api.Server
 
 	tracker        *tracker
+	monitor        *monitor
 	addsMu         sync.Mutex
 	active         map[string]bool // sharded adds this process is running
 	rpcTimeout     time.Duration
@@ -128,6 +129,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		return p.cons.AddPeer(ctx, id)
 	})
 	p.tracker = newTracker(p)
+	p.monitor = newMonitor(p, time.Duration(cfg.Health.HeartbeatInterval), time.Duration(cfg.Health.HeartbeatTTL))
 	p.host.Handle(protoInfo, serveJSON(p, p.serveInfo))
 	p.host.Handle(protoStatus, serveJSON(p, p.serveStatus))
 	p.host.Handle(protoFetch, p.serveFetch)
@@ -136,6 +138,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	p.host.Handle(protoAddrs, serveJSON(p, p.serveAddrs))
 	p.host.Handle(protoWanted, serveJSON(p, p.serveWanted))
 	p.host.Handle(protoHave, serveJSON(p, p.serveHave))
+	p.host.Handle(protoMetrics, serveJSON(p, p.serveMetrics))
 	shards := &transfer.Server{
 		Store: p.store,
 		Free:  func() int64 { return p.localInfo().Free },
@@ -179,7 +182,8 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	if err := p.api.Start(); err != nil {
 		return nil, err
 	}
-	p.wg.Add(4)
+	p.wg.Add(5)
+	go func() { defer p.wg.Done(); p.monitor.run(p.ctx) }()
 	go func() { defer p.wg.Done(); p.reapAdds(p.ctx) }()
 	go func() { defer p.wg.Done(); p.tracker.run(p.ctx) }()
 	go func() { defer p.wg.Done(); p.watchMembership(p.ctx) }()

@@ -36,6 +36,8 @@ const (
 	protoWanted protocol.ID = "/shoal/wanted/1"
 	// protoHave asks a peer which of some CIDs it stores.
 	protoHave protocol.ID = "/shoal/have/1"
+	// protoMetrics carries a peer's heartbeat and metrics (monitor.go).
+	protoMetrics protocol.ID = "/shoal/metrics/1"
 )
 
 // Limits on what a peer reads from another, so a hostile member cannot

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unique"
 
@@ -56,6 +57,8 @@ type tracker struct {
 	fetching  cid.Cid
 
 	kick chan struct{}
+
+	queueLen atomic.Int64 // len(queue), for metrics
 
 	// Owned by run.
 	since    uint64 // journal position
@@ -251,6 +254,14 @@ func (t *tracker) round(ctx context.Context) {
 	}
 	t.retryDue()
 	t.fetchQueued(ctx)
+	t.queueLen.Store(int64(len(t.queue)))
+}
+
+// load returns how many items wait to be fetched and how many failed.
+func (t *tracker) load() (queued, failed int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return int(t.queueLen.Load()), len(t.failed)
 }
 
 // full walks the store and the state. It returns false if ctx ended first.

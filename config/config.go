@@ -48,6 +48,8 @@ var (
 // Duration is a time.Duration written as "1.5s" in JSON.
 type Duration time.Duration
 
+func (d Duration) String() string { return time.Duration(d).String() }
+
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 func (d *Duration) UnmarshalJSON(b []byte) error {
@@ -82,6 +84,7 @@ type Config struct {
 	API       API       `json:"api"`
 	Pinning   Pinning   `json:"pinning"`
 	Consensus Consensus `json:"consensus"`
+	Health    Health    `json:"health"`
 }
 
 // API configures the REST API.
@@ -109,6 +112,28 @@ type Pinning struct {
 	// peer has been unreachable this long, and every peer drops its
 	// shards. (A peer that restarts aborts its own unfinished adds.)
 	AbandonedAddGrace Duration `json:"abandoned_add_grace"`
+}
+
+// Health holds failure detection and repair settings.
+type Health struct {
+	// HeartbeatInterval is how often a peer sends its heartbeat and
+	// metrics to every member; HeartbeatTTL is how long they count: a
+	// peer not heard from for HeartbeatTTL is down.
+	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	HeartbeatTTL      Duration `json:"heartbeat_ttl"`
+	// Repair: the leader re-allocates pins and shards whose live holders
+	// fell below their replication minimum.
+	Repair bool `json:"repair"`
+	// RepairGrace is how long a holder must be down before its pins and
+	// shards are copied elsewhere.
+	RepairGrace Duration `json:"repair_grace"`
+	// VerifyInterval is how often a peer re-hashes every shard it stores;
+	// 0 turns the periodic check off (shoal verify still works).
+	VerifyInterval Duration `json:"verify_interval"`
+	// Allocator chooses peers for new pins, shards and repairs:
+	// "freespace" (most free bytes first) or "balanced" (fewest stored
+	// bytes and shards first).
+	Allocator string `json:"allocator"`
 }
 
 // Consensus holds Raft's settings (see package consensus for each).
@@ -170,6 +195,25 @@ func Default() Config {
 			// long.
 			PromoteAfter: Duration(5 * time.Minute),
 		},
+		Health: Health{
+			// A heartbeat every 2 s is a few hundred bytes a peer pair;
+			// three missed ones (6 s) make a peer down, so one slow
+			// beat on a loaded machine does not.
+			HeartbeatInterval: Duration(2 * time.Second),
+			HeartbeatTTL:      Duration(6 * time.Second),
+			// Data safety is the point: on unless the operator says so.
+			Repair: true,
+			// A minute rides out a restart or a short network blip, so
+			// a peer taken down for maintenance is not emptied; a peer
+			// gone for longer has its data copied while the other
+			// replicas (rmin >= 2) still hold it.
+			RepairGrace: Duration(time.Minute),
+			// Re-hashing everything daily finds silent corruption while a
+			// healthy replica still exists, at a cost of one full read a
+			// day (minutes for a few TB at disk speed).
+			VerifyInterval: Duration(24 * time.Hour),
+			Allocator:      "freespace",
+		},
 	}
 }
 
@@ -207,6 +251,17 @@ func (c Config) Validate() error {
 	}
 	if c.Pinning.AbandonedAddGrace < Duration(time.Second) {
 		return errors.New("config: pinning abandoned_add_grace must be at least 1s")
+	}
+	h := c.Health
+	switch {
+	case h.HeartbeatInterval < Duration(100*time.Millisecond):
+		return errors.New("config: health heartbeat_interval must be at least 100ms")
+	case h.HeartbeatTTL < 2*h.HeartbeatInterval:
+		return fmt.Errorf("config: health heartbeat_ttl %s must be at least twice heartbeat_interval %s", h.HeartbeatTTL, h.HeartbeatInterval)
+	case h.RepairGrace < 0 || h.VerifyInterval < 0:
+		return errors.New("config: health repair_grace and verify_interval may not be negative")
+	case h.Allocator != "freespace" && h.Allocator != "balanced":
+		return fmt.Errorf("config: health allocator %q: use freespace or balanced", h.Allocator)
 	}
 	return nil
 }

@@ -558,6 +558,13 @@ func (s *Store) Shards() []ShardInfo {
 	return out
 }
 
+// Count returns the number of committed shards.
+func (s *Store) Count() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.shards)
+}
+
 // Used returns the bytes on disk of the committed shards.
 func (s *Store) Used() int64 {
 	s.mu.RLock()

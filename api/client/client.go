@@ -151,6 +151,13 @@ func (c *Client) Peers(ctx context.Context) ([]api.Peer, error) {
 	return peers, err
 }
 
+// PeerHealth returns every member's last heartbeat and metrics.
+func (c *Client) PeerHealth(ctx context.Context) ([]api.PeerHealth, error) {
+	var h []api.PeerHealth
+	err := c.do(ctx, http.MethodGet, c.url(nil, "health", "peers"), nil, "", &h)
+	return h, err
+}
+
 // RemovePeer removes the peer id from the cluster.
 func (c *Client) RemovePeer(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, c.url(nil, "peers", id), nil, "", nil)

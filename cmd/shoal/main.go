@@ -43,6 +43,7 @@ func newRootCmd() *cobra.Command {
 		newAddCmd(&g),
 		newIDCmd(&g),
 		newPeersCmd(&g),
+		newHealthCmd(&g),
 		newPinCmd(&g),
 		newStatusCmd(&g),
 		newCatCmd(&g),
