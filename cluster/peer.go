@@ -182,8 +182,9 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	if err := p.api.Start(); err != nil {
 		return nil, err
 	}
-	p.wg.Add(5)
+	p.wg.Add(6)
 	go func() { defer p.wg.Done(); p.monitor.run(p.ctx) }()
+	go func() { defer p.wg.Done(); p.runRepairs(p.ctx) }()
 	go func() { defer p.wg.Done(); p.reapAdds(p.ctx) }()
 	go func() { defer p.wg.Done(); p.tracker.run(p.ctx) }()
 	go func() { defer p.wg.Done(); p.watchMembership(p.ctx) }()

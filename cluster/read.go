@@ -188,6 +188,9 @@ type shardCopy struct {
 	// is valid until the next call.
 	next  func() (dag.Block, error)
 	close func()
+	// lists are the list node blocks, in the order the holder sent them
+	// (remote copies only).
+	lists []dag.Block
 }
 
 // catShard writes the file bytes [from, to) that shard idx of root holds,
@@ -386,6 +389,7 @@ func (p *Peer) openRemoteShard(ctx context.Context, from peer.ID, sh consensus.S
 		}
 	}()
 	nodes := map[string][]byte{}
+	var lists []dag.Block
 	var total uint64
 	limit := listLimit(sh.Blocks)
 	for {
@@ -401,6 +405,7 @@ func (p *Peer) openRemoteShard(ctx context.Context, from peer.ID, sh consensus.S
 			return nil, fmt.Errorf("the list of shard %s takes more than %d bytes, too many for %d blocks", sh.CID, limit, sh.Blocks)
 		}
 		nodes[c.KeyString()] = data
+		lists = append(lists, dag.Block{CID: c, Data: data})
 	}
 	items, err := shard.ReadList(sh.CID, shard.KindShard, func(c cid.Cid) ([]byte, error) {
 		if data, ok := nodes[c.KeyString()]; ok {
@@ -427,7 +432,7 @@ func (p *Peer) openRemoteShard(ctx context.Context, from peer.ID, sh consensus.S
 		}
 		return dag.Block{CID: c, Data: data}, nil
 	}
-	return &shardCopy{items: items, next: next, close: closeFn}, nil
+	return &shardCopy{items: items, next: next, close: closeFn, lists: lists}, nil
 }
 
 // readEnd reads the status that ends a shard's blocks: io.EOF when the

@@ -179,7 +179,20 @@ func allocatedHere(p consensus.Pin, self peer.ID) bool {
 // root block means holding the committed shard.
 func (t *tracker) shardStatus(c cid.Cid) api.PeerStatus {
 	st := api.PeerStatus{Name: t.p.cfg.PeerName, Status: api.StatusPinned}
-	if !t.p.store.Has(c) {
+	if t.p.store.Has(c) {
+		return st
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, failed := t.failed[c]
+	switch {
+	case t.fetching == c:
+		st.Status = api.StatusPinning
+	case failed:
+		st.Status, st.Error = api.StatusPinError, f.msg.Value()
+	case t.p.cons.State().Wants(c, t.p.host.ID()):
+		st.Status = api.StatusQueued
+	default:
 		st.Status, st.Error = api.StatusPinError, "shard not stored here"
 	}
 	return st
@@ -279,11 +292,26 @@ func (t *tracker) full(ctx context.Context) bool {
 		if n++; n%4096 == 0 && ctx.Err() != nil {
 			return false
 		}
-		if p.Kind == consensus.KindPlain && allocatedHere(p, self) && !t.p.store.Has(p.CID) {
-			t.enqueue(p.CID)
+		switch {
+		case p.Kind == consensus.KindPlain:
+			if allocatedHere(p, self) && !t.p.store.Has(p.CID) {
+				t.enqueue(p.CID)
+			}
+		case slices.Contains(p.Allocations, self) && !t.p.store.HasShard(p.ClusterDAG.String()):
+			t.enqueue(p.ClusterDAG)
+		}
+		for i := range p.Shards {
+			if slices.Contains(p.Shards[i].Allocations, self) && !t.p.store.HasShard(p.Shards[i].CID.String()) {
+				t.enqueue(p.Shards[i].CID)
+			}
 		}
 		return true
 	})
+	for _, r := range t.p.cons.State().Repairs() {
+		if slices.Contains(r.Pending, self) {
+			t.check(r.Part)
+		}
+	}
 	st := t.p.cons.State()
 	t.mu.Lock()
 	for c := range t.failed {
@@ -296,8 +324,8 @@ func (t *tracker) full(ctx context.Context) bool {
 }
 
 // check reconciles one store key with the state: deletes it if stored,
-// unwanted here and unguarded; queues it if it is a plain pin allocated
-// here and missing.
+// unwanted here and unguarded; queues it if it is a part (a plain pin, a
+// shard, a cluster-DAG) this peer should hold and does not.
 func (t *tracker) check(c cid.Cid) {
 	st, self, key := t.p.cons.State(), t.p.host.ID(), c.String()
 	if !st.Wants(c, self) {
@@ -314,11 +342,20 @@ func (t *tracker) check(c cid.Cid) {
 		}
 		return
 	}
-	// A pin that changed is tried now, even if it waits after a failure:
-	// a new pin op is the likeliest sign that something changed.
-	if p, ok := st.Get(c); ok && p.Kind == consensus.KindPlain && !t.p.store.Has(c) {
+	// A part that changed is tried now, even if it waits after a failure:
+	// a new op is the likeliest sign that something changed.
+	if part, ok := st.Part(c); ok && !t.holds(c, part.Kind) {
 		t.enqueue(c)
 	}
+}
+
+// holds reports whether the store holds part c: a plain pin's root block
+// (its DAG is stored whole), or the shard or cluster-DAG file of c.
+func (t *tracker) holds(c cid.Cid, kind consensus.PartKind) bool {
+	if kind == consensus.PartPlain {
+		return t.p.store.Has(c)
+	}
+	return t.p.store.HasShard(c.String())
 }
 
 func (t *tracker) enqueue(c cid.Cid) {
@@ -412,27 +449,46 @@ func (t *tracker) fail(c cid.Cid, msg string) {
 	}
 }
 
-// fetchQueued fetches up to haveBatch queued pins that are still wanted
-// here and missing, each from a peer that says it holds it.
+// fetchQueued fetches up to haveBatch queued parts that are still wanted
+// here and missing: plain pins from a peer that says it holds them,
+// shards and cluster-DAGs from their holders.
 func (t *tracker) fetchQueued(ctx context.Context) {
 	st, self := t.p.cons.State(), t.p.host.ID()
 	n := min(len(t.queue), haveBatch)
-	batch := make([]consensus.Pin, 0, n)
+	var plain []consensus.Pin
+	type item struct {
+		c    cid.Cid
+		part consensus.Part
+	}
+	var parts []item
 	for _, c := range t.queue[:n] {
 		delete(t.queued, c)
-		if p, ok := st.Get(c); ok && p.Kind == consensus.KindPlain && allocatedHere(p, self) && !t.p.store.Has(c) {
-			batch = append(batch, p)
+		part, ok := st.Part(c)
+		if !ok || !st.Wants(c, self) || t.holds(c, part.Kind) {
+			continue
+		}
+		if part.Kind != consensus.PartPlain {
+			parts = append(parts, item{c, part})
+		} else if p, ok := st.Get(c); ok {
+			plain = append(plain, p)
 		}
 	}
 	t.queue = t.queue[n:]
 	if len(t.queue) == 0 {
 		t.queue = nil // let the array go
 	}
-	if len(batch) == 0 {
+	for _, it := range parts {
+		if ctx.Err() != nil {
+			t.enqueue(it.c)
+			continue
+		}
+		t.fetch(ctx, it.c, func() error { return t.copyPart(ctx, it.c, it.part) })
+	}
+	if len(plain) == 0 {
 		return
 	}
-	holders, asked := t.whoHas(ctx, batch)
-	for _, p := range batch {
+	holders, asked := t.whoHas(ctx, plain)
+	for _, p := range plain {
 		if ctx.Err() != nil {
 			t.enqueue(p.CID) // not tried: still to do after a restart of the loop
 			continue
@@ -442,21 +498,58 @@ func (t *tracker) fetchQueued(ctx context.Context) {
 			t.fail(p.CID, fmt.Sprintf("no peer holds it (asked %d)", asked))
 			continue
 		}
-		t.mu.Lock()
-		t.fetching = p.CID
-		t.mu.Unlock()
-		err := t.pin(ctx, p, srcs)
-		t.mu.Lock()
-		t.fetching = cid.Undef
-		if err == nil {
-			delete(t.failed, p.CID)
-		}
-		t.mu.Unlock()
-		if err != nil && ctx.Err() == nil {
-			t.fail(p.CID, err.Error())
-			t.p.log("pin %s: %v", p.CID, err)
-		}
+		t.fetch(ctx, p.CID, func() error { return t.pin(ctx, p, srcs) })
 	}
+}
+
+// fetch runs get for c, showing c as pinning meanwhile, and records the
+// outcome.
+func (t *tracker) fetch(ctx context.Context, c cid.Cid, get func() error) {
+	t.mu.Lock()
+	t.fetching = c
+	t.mu.Unlock()
+	err := get()
+	t.mu.Lock()
+	t.fetching = cid.Undef
+	if err == nil {
+		delete(t.failed, c)
+	}
+	t.mu.Unlock()
+	if err != nil && ctx.Err() == nil {
+		t.fail(c, err.Error())
+		t.p.log("pin %s: %v", c, err)
+	}
+}
+
+// copyPart copies shard or cluster-DAG c from the first of its holders
+// (then any member) that serves it.
+func (t *tracker) copyPart(ctx context.Context, c cid.Cid, part consensus.Part) error {
+	members, err := t.p.cons.Peers(ctx)
+	if err != nil {
+		return err
+	}
+	var ids []peer.ID
+	for _, m := range members {
+		ids = append(ids, m.ID)
+	}
+	var errs []error
+	for _, src := range holderOrder(t.p.host.ID(), part.Holders, ids) {
+		if !t.p.monitor.alive(src) {
+			continue
+		}
+		err := t.p.copyPart(ctx, src, part, c)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", src, err))
+	}
+	if len(errs) == 0 {
+		return errors.New("no live peer holds it")
+	}
+	return fmt.Errorf("no peer could provide it: %w", errors.Join(errs...))
 }
 
 // whoHas asks every other member which of pins it holds, concurrently,

@@ -251,3 +251,46 @@ func (s *State) pendingHere(c cid.Cid, self peer.ID) bool {
 	}
 	return false
 }
+
+// PartKind says what a part is.
+type PartKind uint8
+
+const (
+	PartPlain      PartKind = iota + 1 // a plain pin's DAG
+	PartShard                          // a shard of a sharded pin
+	PartClusterDAG                     // a sharded pin's cluster-DAG
+)
+
+// Part describes one part of a pin, for a peer that copies it.
+type Part struct {
+	Root cid.Cid
+	Kind PartKind
+	// Shard is the shard, for PartShard (its Allocations are Holders).
+	Shard Shard
+	// Holders are the part's allocations.
+	Holders []peer.ID
+}
+
+// Part returns what store key c is: a plain pin, a shard of a sharded pin
+// (the first pin that lists it) or a cluster-DAG.
+func (s *State) Part(c cid.Cid) (Part, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if p, ok := s.pins[c]; ok && p.Kind == KindPlain {
+		return Part{Root: c, Kind: PartPlain, Holders: slices.Clone(p.Allocations)}, true
+	}
+	for _, root := range s.refs[c] {
+		p := s.pins[root]
+		if p.ClusterDAG == c {
+			return Part{Root: root, Kind: PartClusterDAG, Holders: slices.Clone(p.Allocations)}, true
+		}
+		for i := range p.Shards {
+			if p.Shards[i].CID == c {
+				sh := p.Shards[i]
+				sh.Allocations = slices.Clone(sh.Allocations)
+				return Part{Root: root, Kind: PartShard, Shard: sh, Holders: sh.Allocations}, true
+			}
+		}
+	}
+	return Part{}, false
+}

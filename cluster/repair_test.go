@@ -1,0 +1,158 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/config"
+	"github.com/shoal-project/shoal/consensus"
+)
+
+// fastHealth makes failure detection and repair take about a second.
+func fastHealth(_ int, cfg *config.Config) {
+	// Equal, explicit capacities: free space then says which peer holds
+	// least, so consecutive shards spread (the disk's free space is the
+	// same for every peer of one machine).
+	cfg.Capacity = "1GiB"
+	cfg.Health.HeartbeatInterval = config.Duration(200 * time.Millisecond)
+	cfg.Health.HeartbeatTTL = config.Duration(time.Second)
+	cfg.Health.RepairGrace = config.Duration(time.Second)
+}
+
+// TestRepair: 4 peers (3 voters, 1 non-voter), a sharded file at rmin=2
+// rmax=3. Stopping one holder moves nothing; stopping a second brings
+// every shard back to rmin on the live peers, the file reads back
+// identical, and the two restarted peers free what they no longer hold.
+func TestRepair(t *testing.T) {
+	peers := newTestPeersWith(t, 4, fastHealth)
+	ctx := context.Background()
+	data := seeded("repair", 6<<20+777)
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "f", Chunker: "size-65536",
+		Shard: true, ShardSize: 1 << 20, RMin: 2, RMax: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := cid.Decode(res.CID)
+	st := peers[0].cons.State()
+	before, _ := st.Get(root)
+
+	// Peer 3 joined last: the non-voter. The second peer to stop is a
+	// voter that is not the leader (two voters of three keep the quorum)
+	// and shares a shard with peer 3.
+	leader := peers[0].cons.Leader()
+	var second *Peer
+	for _, p := range peers[:3] {
+		if p.ID() == leader || second != nil {
+			continue
+		}
+		for _, sh := range before.Shards {
+			if slices.Contains(sh.Allocations, p.ID()) && slices.Contains(sh.Allocations, peers[3].ID()) {
+				second = p
+				break
+			}
+		}
+	}
+	if second == nil {
+		t.Fatalf("no follower shares a shard with peer 3: %+v", before.Shards)
+	}
+	peers[3].Close()
+	time.Sleep(3 * time.Second) // past the TTL and the grace
+	if after, _ := st.Get(root); len(st.Repairs()) != 0 || !shardsEqual(after.Shards, before.Shards) {
+		t.Fatalf("one holder down, still >= rmin everywhere: something moved: %+v", st.Repairs())
+	}
+
+	second.Close()
+	down := []peer.ID{second.ID(), peers[3].ID()}
+	var live []*Peer
+	for _, p := range peers[:3] {
+		if p != second {
+			live = append(live, p)
+		}
+	}
+	st = live[0].cons.State()
+	waitFor(t, 20*time.Second, func() error {
+		if rs := st.Repairs(); len(rs) != 0 {
+			var why []string
+			for _, r := range rs {
+				for _, lp := range peers {
+					if slices.Contains(r.Pending, lp.ID()) {
+						why = append(why, fmt.Sprintf("%s on %s: has %v, status %+v, wants %v", r.Part, lp.cfg.PeerName,
+							lp.store.HasShard(r.Part.String()), lp.tracker.shardStatus(r.Part), lp.cons.State().Wants(r.Part, lp.ID())))
+					}
+				}
+			}
+			return fmt.Errorf("%d repairs in progress: %v", len(rs), why)
+		}
+		p, _ := st.Get(root)
+		for i, sh := range p.Shards {
+			n := 0
+			for _, lp := range live {
+				if slices.Contains(sh.Allocations, lp.ID()) {
+					if !lp.store.HasShard(sh.CID.String()) {
+						return fmt.Errorf("shard %d: allocated to %s, not stored there", i, lp.cfg.PeerName)
+					}
+					n++
+				}
+			}
+			if n < 2 {
+				return fmt.Errorf("shard %d: %d live holders of %v", i, n, sh.Allocations)
+			}
+		}
+		return nil
+	})
+	var got bufWriter
+	if err := (backend{live[1]}).Cat(ctx, res.CID, 0, -1, &got); err != nil || !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("read back after repair: %v (%d bytes of %d)", err, got.Len(), len(data))
+	}
+	// Shards copied away from both stopped peers no longer list them.
+	moved := 0
+	p, _ := st.Get(root)
+	for i, sh := range p.Shards {
+		was := before.Shards[i].Allocations
+		if slices.Contains(was, down[0]) && slices.Contains(was, down[1]) {
+			moved++
+			if slices.Contains(sh.Allocations, down[0]) || slices.Contains(sh.Allocations, down[1]) {
+				t.Errorf("shard %d still allocated to a stopped peer: %v", i, sh.Allocations)
+			}
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no shard was on both stopped peers: the test proved nothing")
+	}
+
+	// Restarted, the two peers free what they no longer hold.
+	for _, i := range []int{slices.Index(peers, second), 3} {
+		dir := peers[i].dir
+		np, err := Start(ctx, dir, Options{Logger: testLogger(t, i)})
+		if err != nil {
+			t.Fatalf("restart peer%d: %v", i, err)
+		}
+		t.Cleanup(func() { np.Close() })
+		peers[i] = np
+	}
+	waitFor(t, 20*time.Second, func() error {
+		for _, lp := range peers {
+			for _, sh := range lp.store.Shards() {
+				c, _ := cid.Decode(sh.Key)
+				if !lp.cons.State().Wants(c, lp.ID()) {
+					return fmt.Errorf("%s still stores %s, allocated elsewhere", lp.cfg.PeerName, sh.Key)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func shardsEqual(a, b []consensus.Shard) bool {
+	return slices.EqualFunc(a, b, func(x, y consensus.Shard) bool {
+		return x.CID == y.CID && slices.Equal(x.Allocations, y.Allocations)
+	})
+}
