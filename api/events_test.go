@@ -25,7 +25,7 @@ type streamingBackend struct {
 	// failAt is the shard at which the add fails (-1: never). Atomic:
 	// the test sets it while the previous request's handler may still run.
 	failAt atomic.Int32
-	export    func(ctx context.Context, cid string, w io.Writer) error
+	export func(ctx context.Context, cid string, w io.Writer) error
 }
 
 func (b *streamingBackend) AddEvents(ctx context.Context, r io.Reader, p api.AddParams, shard func(api.ShardStatus) error) (api.AddResult, error) {
