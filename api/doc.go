@@ -15,6 +15,10 @@
 //	GET    /status[?local=true] []PinStatus (NDJSON)
 //	GET    /status/{cid}        PinStatus
 //	POST   /add?PARAMS          multipart file -> AddResult
+//	POST   /add?PARAMS&events=true  multipart file -> AddEvent per shard, then
+//	                            the root (NDJSON, streamed during the upload)
+//	GET    /cat/{cid}           the file's bytes (offset, length)
+//	GET    /export/{cid}        the whole DAG as a CARv1 file, streamed
 //	GET    /health              {"status": "ok"}
 //
 // Errors are {"code": N, "message": "one sentence"} with the HTTP status N:

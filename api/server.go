@@ -314,6 +314,7 @@ func (s *Server) routes() http.Handler {
 		{"GET /status/{cid}", []string{"local"}, s.getStatus},
 		{"POST /add", addQueryParams, s.postAdd},
 		{"GET /cat/{cid}", []string{"offset", "length"}, s.getCat},
+		{"GET /export/{cid}", nil, s.getExport},
 	}
 	allowed := map[string][]string{}
 	var paths []string
@@ -496,7 +497,7 @@ func (s *Server) getStatusAll(w http.ResponseWriter, r *http.Request, q url.Valu
 // CLI's flags.
 var addQueryParams = []string{
 	"chunker", "trickle", "cid-version", "raw-leaves", "hash", "inline", "inline-limit",
-	"wrap-with-directory", "name", "rmin", "rmax", "allow-big-block", "shard", "shard-size",
+	"wrap-with-directory", "name", "rmin", "rmax", "allow-big-block", "shard", "shard-size", "events",
 }
 
 // postAdd streams the first part of a multipart/form-data body into
@@ -522,11 +523,66 @@ func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) e
 	if p.Name == "" {
 		p.Name = part.FileName()
 	}
+	events, err := boolParam(q, "events")
+	if err != nil {
+		return err
+	}
+	if events {
+		return s.addEvents(w, r, part, p)
+	}
 	res, err := s.b.Add(r.Context(), part, p)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// addEvents answers POST /add?events=true with NDJSON AddEvents, each line
+// flushed as it is written, while the upload still streams in: the first
+// event sends the headers. A failure before it is answered with its
+// status like any other; after it, with an error event.
+func (s *Server) addEvents(w http.ResponseWriter, r *http.Request, body io.Reader, p AddParams) error {
+	rc := http.NewResponseController(w)
+	// Without this, an HTTP/1 server would read the rest of the upload
+	// before it sends the first event's headers.
+	if err := rc.EnableFullDuplex(); err != nil {
+		return fmt.Errorf("stream add events: %w", err)
+	}
+	started := false
+	enc := json.NewEncoder(w)
+	send := func(ev AddEvent) error {
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.WriteHeader(http.StatusOK)
+		}
+		if err := enc.Encode(ev); err != nil {
+			return fmt.Errorf("send add event: %w", err)
+		}
+		if err := rc.Flush(); err != nil {
+			return fmt.Errorf("send add event: %w", err)
+		}
+		return nil
+	}
+	var res AddResult
+	var err error
+	if as, ok := s.b.(AddStreamer); ok {
+		res, err = as.AddEvents(r.Context(), body, p, func(sh ShardStatus) error {
+			return send(AddEvent{Type: AddEventShard, Shard: &sh})
+		})
+	} else {
+		res, err = s.b.Add(r.Context(), body, p)
+	}
+	switch {
+	case err != nil && !started:
+		return err
+	case err != nil:
+		_ = send(AddEvent{Type: AddEventError, Error: &Error{Code: Status(err), Message: errMessage(err)}})
+	default:
+		_ = send(AddEvent{Type: AddEventRoot, Result: &res})
+	}
 	return nil
 }
 
@@ -552,31 +608,59 @@ func (s *Server) getCat(w http.ResponseWriter, r *http.Request, q url.Values) er
 	if err != nil {
 		return err
 	}
-	cw := &catWriter{w: w, length: -1, head: r.Method == http.MethodHead}
-	err = fr.Cat(r.Context(), c, offset, length, cw)
+	cw := &catWriter{w: w, length: -1, head: r.Method == http.MethodHead, contentType: "application/octet-stream"}
+	return cw.finish(fr.Cat(r.Context(), c, offset, length, cw))
+}
+
+// getExport streams the whole DAG of a pinned root as a CAR file
+// (Exporter), with getCat's error handling: a status before the first
+// byte, the TrailerError trailer after it.
+func (s *Server) getExport(w http.ResponseWriter, r *http.Request, _ url.Values) error {
+	ex, ok := s.b.(Exporter)
+	if !ok {
+		return &statusError{http.StatusNotImplemented, "this peer cannot export DAGs"}
+	}
+	c, err := parseCID(r.PathValue("cid"))
+	if err != nil {
+		return err
+	}
+	cw := &catWriter{w: w, length: -1, head: r.Method == http.MethodHead, contentType: ContentTypeCAR}
+	return cw.finish(ex.Export(r.Context(), c, cw))
+}
+
+// finish ends a stream that the backend's call returned err: the error
+// itself when nothing was sent yet, else the TrailerError trailer.
+func (c *catWriter) finish(err error) error {
 	if errors.Is(err, errHeadDone) {
 		err = nil
 	}
-	if !cw.started {
+	if !c.started {
 		if err != nil {
 			return err
 		}
-		cw.start()
+		c.start()
 		return nil
 	}
-	if err == nil && !cw.head && cw.length >= 0 && cw.n != cw.length {
-		err = fmt.Errorf("the backend wrote %d of the %d bytes it announced", cw.n, cw.length)
+	if err == nil && !c.head && c.length >= 0 && c.n != c.length {
+		err = fmt.Errorf("the backend wrote %d of the %d bytes it announced", c.n, c.length)
 	}
 	if err != nil {
 		// As writeErr words it, on one line: a trailer value cannot hold
 		// a line break.
-		msg := err.Error()
-		for _, sentinel := range []error{ErrBadRequest, ErrNotFound, ErrConflict, ErrUnavailable} {
-			msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
-		}
-		w.Header().Set(TrailerError, strings.Join(strings.Fields(msg), " "))
+		c.w.Header().Set(TrailerError, strings.Join(strings.Fields(errMessage(err)), " "))
 	}
 	return nil
+}
+
+// errMessage is err's message without the sentinel's own text where it
+// leads or ends it ("bad request: X", "X: not found"): the status says it.
+func errMessage(err error) string {
+	msg := err.Error()
+	for _, s := range []error{ErrBadRequest, ErrNotFound, ErrConflict, ErrUnavailable} {
+		msg = strings.TrimPrefix(msg, s.Error()+": ")
+		msg = strings.TrimSuffix(msg, ": "+s.Error())
+	}
+	return msg
 }
 
 // int64Param reads an optional integer parameter, refusing values below
@@ -596,14 +680,16 @@ func int64Param(q url.Values, name string, def, least int64) (int64, error) {
 // are all that is sent.
 var errHeadDone = errors.New("HEAD request: headers sent")
 
-// catWriter is the CatWriter of one GET /cat: it sends the headers at the
-// first Write (or when Cat returns without writing), counting the bytes.
+// catWriter is the CatWriter of one GET /cat or /export: it sends the
+// headers at the first Write (or when the backend returns without
+// writing), counting the bytes.
 type catWriter struct {
-	w       http.ResponseWriter
-	head    bool
-	started bool
-	length  int64 // announced by SetLength; -1: not announced
-	n       int64
+	w           http.ResponseWriter
+	contentType string
+	head        bool
+	started     bool
+	length      int64 // announced by SetLength; -1: not announced
+	n           int64
 }
 
 func (c *catWriter) SetLength(n int64) {
@@ -615,7 +701,7 @@ func (c *catWriter) SetLength(n int64) {
 func (c *catWriter) start() {
 	c.started = true
 	h := c.w.Header()
-	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Type", c.contentType)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Trailer", TrailerError)
 	if c.length >= 0 {
@@ -899,13 +985,7 @@ func Status(err error) int {
 // sentinel's own text where it leads or ends it ("bad request: X",
 // "X: not found"): the status says it.
 func writeErr(w http.ResponseWriter, err error) {
-	code := Status(err)
-	msg := err.Error()
-	for _, s := range []error{ErrBadRequest, ErrNotFound, ErrConflict, ErrUnavailable} {
-		msg = strings.TrimPrefix(msg, s.Error()+": ")
-		msg = strings.TrimSuffix(msg, ": "+s.Error())
-	}
-	writeError(w, code, msg)
+	writeError(w, Status(err), errMessage(err))
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

@@ -281,7 +281,7 @@ func TestErrors(t *testing.T) {
 		{"unknown peer", "DELETE", "/peers/" + peerA, "", 404, "peer " + peerA + " is not a member of the cluster"},
 		{"no endpoint", "GET", "/nope", "", 404, "no API endpoint at /nope"},
 		{"wrong method", "PUT", "/pins", "", 405, "PUT /pins is not supported; use GET, HEAD, POST"},
-		{"add unknown query", "POST", "/add?recursive=true", "", 400, `unknown query parameter "recursive" (known: chunker, trickle, cid-version, raw-leaves, hash, inline, inline-limit, wrap-with-directory, name, rmin, rmax, allow-big-block, shard, shard-size)`},
+		{"add unknown query", "POST", "/add?recursive=true", "", 400, `unknown query parameter "recursive" (known: chunker, trickle, cid-version, raw-leaves, hash, inline, inline-limit, wrap-with-directory, name, rmin, rmax, allow-big-block, shard, shard-size, events)`},
 		{"add bad chunker", "POST", "/add?chunker=size-0", "", 400, ""},
 		{"add bad cid version", "POST", "/add?cid-version=2", "", 400, "unknown CID version 2 (use 0 or 1)"},
 		{"add bad bool", "POST", "/add?trickle=yes", "", 400, `query parameter trickle must be true or false, not "yes"`},

@@ -148,6 +148,9 @@ type PinStatus struct {
 	Allocations []string              `json:"allocations"`
 	Peers       map[string]PeerStatus `json:"peers"`
 	Shards      []ShardStatus         `json:"shards,omitempty"`
+	// ClusterDAG is the root of a sharded pin's list of shards, stored
+	// like one more shard on the peers in Peers.
+	ClusterDAG string `json:"cluster_dag,omitempty"`
 }
 
 // ShardStatus is one shard of a sharded pin.
@@ -194,8 +197,29 @@ type AddResult struct {
 	Name string `json:"name"`
 	Size uint64 `json:"size"`
 	Pin  Pin    `json:"pin"`
-	// Shards of a sharded add, in order.
-	Shards []ShardStatus `json:"shards,omitempty"`
+	// Shards of a sharded add, in order, and the root of its list of
+	// shards (stored on the peers in Pin.Allocations).
+	Shards     []ShardStatus `json:"shards,omitempty"`
+	ClusterDAG string        `json:"cluster_dag,omitempty"`
+}
+
+// Types of AddEvent.
+const (
+	AddEventShard = "shard"
+	AddEventRoot  = "root"
+	AddEventError = "error"
+)
+
+// AddEvent is one line of the NDJSON answer of POST /add?events=true: one
+// "shard" event per shard of a sharded add as soon as its peers confirmed
+// it (Shard.Allocations are those peers; Shard.Peers is empty), then one
+// "root" event with the whole AddResult, or an "error" event when the add
+// failed after the first event was sent. Either ends the stream.
+type AddEvent struct {
+	Type   string       `json:"type"`
+	Shard  *ShardStatus `json:"shard,omitempty"`
+	Result *AddResult   `json:"result,omitempty"`
+	Error  *Error       `json:"error,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.
@@ -222,6 +246,32 @@ type Backend interface {
 	// Add ingests r (a file's bytes) and pins the root.
 	Add(ctx context.Context, r io.Reader, p AddParams) (AddResult, error)
 }
+
+// AddStreamer is the part of a Backend that reports a sharded add's shards
+// as they are confirmed (POST /add?events=true). A Backend without it
+// answers such a request with the root event alone.
+type AddStreamer interface {
+	// AddEvents is Add that calls shard once for each shard, in order,
+	// as soon as the shard is safe on its peers, on the goroutine that
+	// called AddEvents. An error from shard (the client went away) fails
+	// the add.
+	AddEvents(ctx context.Context, r io.Reader, p AddParams, shard func(ShardStatus) error) (AddResult, error)
+}
+
+// Exporter is the part of a Backend that writes a pinned DAG as a CAR
+// file (GET /export/{cid}); without it the server answers 501.
+type Exporter interface {
+	// Export writes the whole DAG of the pinned root cid to w as a CARv1
+	// file whose only root is cid, streamed: memory does not grow with
+	// the DAG. It returns ErrNotFound for a root that is not pinned. As
+	// with Cat, an error before the first Write becomes the answer's
+	// status and one after it the TrailerError trailer. It is called on
+	// the request's goroutine.
+	Export(ctx context.Context, cid string, w io.Writer) error
+}
+
+// ContentTypeCAR is the media type of GET /export answers (IPIP-412).
+const ContentTypeCAR = "application/vnd.ipld.car; version=1"
 
 // FileReader is the part of a Backend that reads files back (GET
 // /cat/{cid}). It is separate from Backend so that backends that cannot

@@ -329,6 +329,9 @@ func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api
 	ap := toAPIPin(pin)
 	st := api.PinStatus{CID: ap.CID, Name: ap.Name, RMin: ap.RMin, RMax: ap.RMax, Allocations: ap.Allocations,
 		Peers: map[string]api.PeerStatus{}, Size: pin.Size}
+	if pin.Kind == consensus.KindSharded {
+		st.ClusterDAG = pin.ClusterDAG.String()
+	}
 	self := b.p.host.ID()
 	holders := pin.Allocations
 	if pin.RMax == consensus.Everywhere && pin.Kind != consensus.KindSharded {
@@ -510,8 +513,16 @@ func (b backend) StatusAll(ctx context.Context, local bool) ([]api.PinStatus, er
 // preferred (it holds the blocks); the others fetch from it. If the pin
 // cannot be committed, the stored blocks are deleted again.
 func (b backend) Add(ctx context.Context, r io.Reader, ap api.AddParams) (api.AddResult, error) {
+	return b.AddEvents(ctx, r, ap, nil)
+}
+
+var _ api.AddStreamer = backend{}
+
+// AddEvents is Add that reports each shard of a sharded add through shard
+// (nil: not reported) once consensus records it.
+func (b backend) AddEvents(ctx context.Context, r io.Reader, ap api.AddParams, shard func(api.ShardStatus) error) (api.AddResult, error) {
 	if ap.Shard {
-		return b.addSharded(ctx, r, ap)
+		return b.addSharded(ctx, r, ap, shard)
 	}
 	params, err := ap.DAGOptions().Params()
 	if err != nil {

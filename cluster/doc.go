@@ -16,6 +16,9 @@
 //     the state records them or the add ends.
 //   - sharded add (shardadd.go): ingest -> shard.Cutter -> one
 //     transfer.Fanout per shard -> consensus ops begin / shard / commit.
+//   - reads (read.go) and exports (export.go): cat/get stream a file's
+//     bytes, export its whole DAG as a CARv1 file, from this peer's store
+//     or the holders, every block checked against its CID.
 //   - reaper: aborts adds that can never finish (owner restarted, left, or
 //     unreachable past pinning.abandoned_add_grace); only the leader reaps
 //     others' adds.
@@ -31,7 +34,8 @@
 //	/shoal/removed/1  "you were removed from the cluster"
 //	/shoal/wanted/1   which store keys the leader's state still wants
 //
-// Goroutines: Start runs the tracker, the membership watch, the peerstore
+// Goroutines: Start runs the tracker (once the state has caught up with
+// the log the peer started with: consensus.CaughtUp), the membership watch, the peerstore
 // saver and the reaper, each until Close, which stops the API first, then
 // them, then consensus, the host and the store, and waits for all.
 package cluster

@@ -186,10 +186,41 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	go func() { defer p.wg.Done(); p.monitor.run(p.ctx) }()
 	go func() { defer p.wg.Done(); p.runRepairs(p.ctx) }()
 	go func() { defer p.wg.Done(); p.reapAdds(p.ctx) }()
-	go func() { defer p.wg.Done(); p.tracker.run(p.ctx) }()
+	go func() {
+		defer p.wg.Done()
+		// A round before then would delete the shards of every pin the
+		// state does not show yet: after a restart, all of them.
+		if p.waitCaughtUp(p.ctx) {
+			p.tracker.run(p.ctx)
+		}
+	}()
 	go func() { defer p.wg.Done(); p.watchMembership(p.ctx) }()
 	go func() { defer p.wg.Done(); p.persistPeerstore(p.ctx) }()
 	return p, nil
+}
+
+// waitCaughtUp waits until this peer's state shows what its log held when
+// it started (consensus.CaughtUp), and reports false if ctx ended first.
+func (p *Peer) waitCaughtUp(ctx context.Context) bool {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	start := time.Now()
+	logged := false
+	for !p.cons.CaughtUp() {
+		if !logged && time.Since(start) > 10*time.Second {
+			logged = true
+			p.log("waiting for a leader to catch up with the cluster's state before reconciling the store")
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	if logged {
+		p.log("caught up with the cluster's state after %s; reconciling the store", time.Since(start).Round(time.Second))
+	}
+	return true
 }
 
 // join asks the bootstrap peers, in turn, to add this peer to the cluster.

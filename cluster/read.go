@@ -196,16 +196,8 @@ type shardCopy struct {
 // catShard writes the file bytes [from, to) that shard idx of root holds,
 // trying its holders in turn.
 func (p *Peer) catShard(ctx context.Context, root cid.Cid, idx int, sh consensus.Shard, members []peer.ID, from, to uint64, sw *sinkWriter) error {
-	type source struct {
-		name string
-		open func() (*shardCopy, error)
-	}
-	sources := []source{{"this peer", func() (*shardCopy, error) { return p.openLocalShard(sh) }}}
-	for _, id := range holderOrder(p.host.ID(), sh.Allocations, members) {
-		sources = append(sources, source{id.String(), func() (*shardCopy, error) { return p.openRemoteShard(ctx, id, sh) }})
-	}
 	var errs []string
-	for i, src := range sources {
+	for i, src := range p.shardSources(ctx, sh, members) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -232,6 +224,23 @@ func (p *Peer) catShard(ctx context.Context, root cid.Cid, idx int, sh consensus
 		errs = append(errs, fmt.Sprintf("%s: %v", src.name, err))
 	}
 	return fmt.Errorf("%w: no peer could serve shard %d (%s) of %s: %s", api.ErrUnavailable, idx, sh.CID, root, strings.Join(errs, "; "))
+}
+
+// shardSource is one place to read a shard from.
+type shardSource struct {
+	name string
+	open func() (*shardCopy, error)
+}
+
+// shardSources are where to read sh from, in order: this peer's store
+// (whose open fails with store.ErrNotFound when it does not hold sh), its
+// allocated peers, then every other member.
+func (p *Peer) shardSources(ctx context.Context, sh consensus.Shard, members []peer.ID) []shardSource {
+	sources := []shardSource{{"this peer", func() (*shardCopy, error) { return p.openLocalShard(sh) }}}
+	for _, id := range holderOrder(p.host.ID(), sh.Allocations, members) {
+		sources = append(sources, shardSource{id.String(), func() (*shardCopy, error) { return p.openRemoteShard(ctx, id, sh) }})
+	}
+	return sources
 }
 
 // holderOrder is who to ask for a part: its allocations in order, then

@@ -37,7 +37,9 @@ const minShardRoom = 4 << 20
 // and records the add in consensus: begun, one op per confirmed shard, and
 // committed only when every shard is confirmed on at least rmin peers. On
 // any failure the add is aborted, and the peers drop its shards.
-func (b backend) addSharded(ctx context.Context, r io.Reader, ap api.AddParams) (api.AddResult, error) {
+// Each shard is reported to onShard (when not nil) once consensus
+// records it.
+func (b backend) addSharded(ctx context.Context, r io.Reader, ap api.AddParams, onShard func(api.ShardStatus) error) (api.AddResult, error) {
 	params, err := ap.DAGOptions().Params()
 	if err != nil {
 		return api.AddResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
@@ -75,7 +77,7 @@ func (b backend) addSharded(ctx context.Context, r io.Reader, ap api.AddParams) 
 		return api.AddResult{}, err
 	}
 	committed := false
-	op := &shardOpener{b: b, id: id, size: size, rmin: rmin, rmax: rmax}
+	op := &shardOpener{b: b, id: id, size: size, rmin: rmin, rmax: rmax, onShard: onShard}
 	defer func() {
 		// By now this peer's state shows the pin (readOwnWrite) or the
 		// add is aborted: the state alone decides what stays.
@@ -125,15 +127,22 @@ func (b backend) addSharded(ctx context.Context, r io.Reader, ap api.AddParams) 
 	b.readOwnWrite(ctx, func() bool { _, ok := b.p.cons.State().Get(root.CID); return ok })
 	b.p.tracker.wake()
 	pin, _ := b.p.cons.State().Get(root.CID)
-	res := api.AddResult{CID: root.CID.String(), Name: ap.Name, Size: root.Size, Pin: toAPIPin(pin)}
+	res := api.AddResult{CID: root.CID.String(), Name: ap.Name, Size: root.Size, Pin: toAPIPin(pin),
+		ClusterDAG: cdag.String()}
 	for i, sh := range pin.Shards {
-		ss := api.ShardStatus{Index: i, CID: sh.CID.String(), Size: sh.Size, Blocks: sh.Blocks, Offset: sh.Offset, Length: sh.Length}
-		for _, a := range sh.Allocations {
-			ss.Allocations = append(ss.Allocations, a.String())
-		}
-		res.Shards = append(res.Shards, ss)
+		res.Shards = append(res.Shards, shardStatus(i, sh))
 	}
 	return res, nil
+}
+
+// shardStatus is shard i as the API shows it, without peer states.
+func shardStatus(i int, sh consensus.Shard) api.ShardStatus {
+	ss := api.ShardStatus{Index: i, CID: sh.CID.String(), Size: sh.Size, Blocks: sh.Blocks, Offset: sh.Offset,
+		Length: sh.Length, Allocations: make([]string, len(sh.Allocations))}
+	for j, a := range sh.Allocations {
+		ss.Allocations[j] = a.String()
+	}
+	return ss
 }
 
 // commitAddOp commits an op of a sharded add, retrying when its outcome is
@@ -190,6 +199,8 @@ type shardOpener struct {
 	id         string
 	size       int64
 	rmin, rmax int
+	// onShard, when not nil, hears of each shard consensus recorded.
+	onShard func(api.ShardStatus) error
 	// shards counts the shards opened so far; keys are the store keys
 	// this peer wrote for the add.
 	shards int
@@ -259,7 +270,13 @@ func (w *recordingWriter) Commit(ctx context.Context, info shard.Info, nodes []d
 	}
 	sh := consensus.Shard{CID: info.CID, Size: uint64(info.Size), Blocks: uint64(info.Blocks), Offset: info.Offset,
 		Length: info.Length, Allocations: confirmed}
-	return w.o.b.commitAddOp(ctx, consensus.AddShardOp(w.o.id, info.Index, sh, time.Now().UTC()))
+	if err := w.o.b.commitAddOp(ctx, consensus.AddShardOp(w.o.id, info.Index, sh, time.Now().UTC())); err != nil {
+		return err
+	}
+	if w.o.onShard == nil {
+		return nil
+	}
+	return w.o.onShard(shardStatus(info.Index, sh))
 }
 
 func (w *recordingWriter) Abort() { w.f.Abort() }

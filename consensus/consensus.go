@@ -28,6 +28,9 @@ type Consensus struct {
 	layer *streamLayer
 	wal   *wal
 	log   hclog.Logger
+	// startIndex is the last index of the log when this peer started
+	// (CaughtUp).
+	startIndex uint64
 
 	// memberMu serialises the configuration changes this peer makes as
 	// leader, so that two concurrent AddPeers cannot both see room for a
@@ -122,6 +125,8 @@ func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 		log:      logger,
 		inflight: make(map[uint64]context.CancelFunc),
 		closing:  make(chan struct{}),
+		// Read before Raft can append anything: what it had on disk.
+		startIndex: r.LastIndex(),
 	}
 	host.Handle(CommitProtocol, c.serveRPC)
 	c.bg.Add(1)
@@ -186,6 +191,23 @@ func (c *Consensus) Leader() peer.ID {
 		return ""
 	}
 	return p
+}
+
+// CaughtUp reports whether State shows at least everything this peer had
+// in its log when it started. Until then it may not: on a restart Raft
+// restores the latest snapshot and applies the log entries after it only
+// once a leader says they are committed, so a restarted peer's state can
+// lack pins and shards its store holds, for as long as it cannot reach a
+// leader. Whatever deletes what the state does not name must wait for it.
+// Once true it stays true, bar a Raft log rewritten under it.
+func (c *Consensus) CaughtUp() bool {
+	if c.Leader() == "" {
+		return false
+	}
+	applied := c.raft.AppliedIndex()
+	// The second case: the tail of the old log was never committed, and
+	// the leader replaced it with a shorter one.
+	return applied >= c.startIndex || applied >= c.raft.LastIndex()
 }
 
 // WaitForLeader waits until a leader is known, for at most

@@ -86,6 +86,10 @@ func encodeV1Header(root cid.Cid) []byte {
 	return append(out, body...)
 }
 
+// CARv1Header is the header of a CARv1 file whose only root is root, the
+// one every shard file holds; an exported DAG's CAR file begins with it.
+func CARv1Header(root cid.Cid) []byte { return encodeV1Header(root) }
+
 // cborHead appends a CBOR head of major type major with argument v.
 func cborHead(b []byte, major byte, v uint64) []byte {
 	m := major << 5

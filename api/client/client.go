@@ -236,6 +236,54 @@ func (c *Client) StreamStatus(ctx context.Context, local bool, fn func(api.PinSt
 // the resulting DAG. The upload streams through a pipe, so r may be of any
 // size. Add returns once r's pending Read has returned.
 func (c *Client) Add(ctx context.Context, r io.Reader, filename string, p api.AddParams) (api.AddResult, error) {
+	var res api.AddResult
+	err := c.upload(ctx, r, filename, addQuery(p), func(body io.Reader) error {
+		if err := json.NewDecoder(body).Decode(&res); err != nil {
+			return c.answerError(ctx, "its answer is malformed", err)
+		}
+		return nil
+	})
+	return res, err
+}
+
+// AddEvents is Add that calls shard with each shard of a sharded add as
+// soon as its peers confirmed it, while the upload goes on (a plain add
+// has none). An error from shard stops the add and is returned.
+func (c *Client) AddEvents(ctx context.Context, r io.Reader, filename string, p api.AddParams, shard func(api.ShardStatus) error) (api.AddResult, error) {
+	q := addQuery(p)
+	q.Set("events", "true")
+	var res api.AddResult
+	err := c.upload(ctx, r, filename, q, func(body io.Reader) error {
+		dec := json.NewDecoder(bufio.NewReader(body))
+		for {
+			var ev api.AddEvent
+			if err := dec.Decode(&ev); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF // no root event: cut short
+				}
+				return c.answerError(ctx, "the add's event stream broke off", err)
+			}
+			switch {
+			case ev.Type == api.AddEventShard && ev.Shard != nil:
+				if err := shard(*ev.Shard); err != nil {
+					return err
+				}
+			case ev.Type == api.AddEventRoot && ev.Result != nil:
+				res = *ev.Result
+				return nil
+			case ev.Type == api.AddEventError && ev.Error != nil:
+				return &Error{Code: ev.Error.Code, Message: ev.Error.Message}
+			default:
+				return c.answerError(ctx, "the add's event stream is malformed", fmt.Errorf("event of type %q", ev.Type))
+			}
+		}
+	})
+	return res, err
+}
+
+// upload POSTs r as the multipart file of /add with query q and hands a
+// 2xx answer's body to read, which may run while the upload goes on.
+func (c *Client) upload(ctx context.Context, r io.Reader, filename string, q url.Values, read func(io.Reader) error) error {
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	src := &errReader{r: r}
@@ -250,17 +298,31 @@ func (c *Client) Add(ctx context.Context, r io.Reader, filename string, p api.Ad
 		}
 		pw.CloseWithError(err)
 	})
-	var res api.AddResult
-	err := c.do(ctx, http.MethodPost, c.url(addQuery(p), "add"), pr, mw.FormDataContentType(), &res)
+	resp, err := c.send(ctx, http.MethodPost, c.url(q, "add"), pr, mw.FormDataContentType())
+	if err == nil {
+		err = read(resp.Body)
+		resp.Body.Close()
+	}
 	// Unblock the writer when the request ended before the upload did.
 	pr.Close()
 	wg.Wait()
 	if src.err != nil {
 		// Reading r failed, which failed the request: r's error is the
 		// one that says what went wrong.
-		return api.AddResult{}, src.err
+		return src.err
 	}
-	return res, err
+	return err
+}
+
+// Export streams the whole DAG of the pinned root cid as a CARv1 file. The
+// caller reads the CatReader to its end and closes it; errors before the
+// first byte (an unknown root) are returned here.
+func (c *Client) Export(ctx context.Context, cid string) (*CatReader, error) {
+	resp, err := c.send(ctx, http.MethodGet, c.url(nil, "export", cid), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return &CatReader{c: c, ctx: ctx, cid: cid, resp: resp, want: -1}, nil
 }
 
 // Cat streams length bytes (-1: all up to the end) of the pinned file cid
@@ -287,7 +349,7 @@ func (c *Client) Cat(ctx context.Context, cid string, offset, length int64) (*Ca
 	return &CatReader{c: c, ctx: ctx, cid: cid, resp: resp, want: want}, nil
 }
 
-// CatReader is the body of a Cat. Its Read returns io.EOF only when the
+// CatReader is the body of a Cat or an Export. Its Read returns io.EOF only when the
 // whole range arrived: a stream that the daemon ended with an error, or
 // that broke off (the daemon died), or that is shorter or longer than the
 // daemon announced, returns an error that says so in one sentence.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,7 @@ type addFlags struct {
 	rmin, rmax int
 	shard      bool
 	shardSize  string
+	json       bool
 }
 
 func newAddCmd(g *apiFlags) *cobra.Command {
@@ -59,6 +61,9 @@ before the command returns.`,
 			}
 			if f.shard || f.shardSize != "" {
 				return errors.New("--shard spreads a file over the cluster; it does not go with --only-hash or --repo")
+			}
+			if f.json {
+				return errors.New("--json reports what the cluster stored; it does not go with --only-hash or --repo")
 			}
 			return runAdd(cmd.Context(), cmd.OutOrStdout(), args, f)
 		},
@@ -87,6 +92,7 @@ before the command returns.`,
 	fl.IntVar(&f.rmax, "rmax", 0, "replication maximum (cluster adds; default from the peer's config)")
 	fl.BoolVar(&f.shard, "shard", false, "cut the DAG into shards sized to what peers can hold, each allocated on its own")
 	fl.StringVar(&f.shardSize, "shard-size", "", "largest shard, e.g. 100MiB, 1GiB or 1048576 (default 100MiB; with --shard)")
+	fl.BoolVar(&f.json, "json", false, "print one JSON object a line: each shard as its peers confirm it (with --shard), then the root")
 	fl.IntVar(&f.rmin, "replication-min", 0, "same as --rmin")
 	fl.IntVar(&f.rmax, "replication-max", 0, "same as --rmax")
 	return cmd
@@ -267,11 +273,47 @@ func runAddAPI(ctx context.Context, stdout io.Writer, g *apiFlags, args []string
 	if f.dag.RawLeavesSet {
 		p.RawLeaves = &f.dag.RawLeaves
 	}
+	if f.json && (f.quiet || f.quieter) {
+		return errors.New("--json prints the CIDs already; it does not go with -q or -Q")
+	}
 	bar := newProgress(f.progressMode(), total)
-	res, err := c.Add(ctx, bar.reader(in), filename, p)
-	bar.finish()
-	if err != nil {
-		return explain(err)
+	var res api.AddResult
+	if f.shard || f.json {
+		// The events report each shard as soon as it is safe: printed
+		// with --json, shown on the bar.
+		out := bufio.NewWriter(stdout)
+		label := func(s string) {
+			if f.shard {
+				bar.label(s)
+			}
+		}
+		label("shard 0")
+		res, err = c.AddEvents(ctx, bar.reader(in), filename, p, func(sh api.ShardStatus) error {
+			label(fmt.Sprintf("shard %d", sh.Index+1))
+			if !f.json {
+				return nil
+			}
+			return printLine(out, addShardLine{Type: api.AddEventShard, Index: sh.Index, CID: sh.CID, Size: sh.Size,
+				Blocks: sh.Blocks, Offset: sh.Offset, Length: sh.Length, Peers: nonNilStrings(sh.Allocations)})
+		})
+		if err == nil {
+			label(fmt.Sprintf("%d shards", len(res.Shards)))
+		}
+		bar.finish()
+		if err != nil {
+			out.Flush()
+			return explain(err)
+		}
+		if f.json {
+			return printLine(out, addRootLine{Type: api.AddEventRoot, CID: res.CID, Name: res.Name, Size: res.Size,
+				Shards: len(res.Shards), ClusterDAG: res.ClusterDAG, Peers: nonNilStrings(res.Pin.Allocations)})
+		}
+	} else {
+		res, err = c.Add(ctx, bar.reader(in), filename, p)
+		bar.finish()
+		if err != nil {
+			return explain(err)
+		}
 	}
 	switch {
 	case f.quieter, f.quiet:
@@ -286,6 +328,51 @@ func runAddAPI(ctx context.Context, stdout io.Writer, g *apiFlags, args []string
 		_, err = fmt.Fprintf(stdout, "added %s %s\n", res.CID, name)
 	}
 	return err
+}
+
+// addShardLine and addRootLine are the lines `add --json` prints: one per
+// shard as its peers confirm it, then the root. Peers are a shard's
+// holders, and the holders of the cluster-DAG (the list of a sharded
+// file's shards) or of a plain file.
+type addShardLine struct {
+	Type   string   `json:"type"`
+	Index  int      `json:"index"`
+	CID    string   `json:"cid"`
+	Size   uint64   `json:"size"`
+	Blocks uint64   `json:"blocks"`
+	Offset uint64   `json:"offset"`
+	Length uint64   `json:"length"`
+	Peers  []string `json:"peers"`
+}
+
+type addRootLine struct {
+	Type       string   `json:"type"`
+	CID        string   `json:"cid"`
+	Name       string   `json:"name"`
+	Size       uint64   `json:"size"`
+	Shards     int      `json:"shards"`
+	ClusterDAG string   `json:"cluster_dag,omitempty"`
+	Peers      []string `json:"peers"`
+}
+
+// printLine writes v as one line of JSON and flushes it, so that a reader
+// of a stream sees each line as it happens.
+func printLine(w *bufio.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func unwrapPathErr(err error) error {

@@ -92,12 +92,19 @@ leaves a partial PATH. Every block is checked against its CID.`,
 // runGet writes ROOT into a temporary file beside path and renames it to
 // path once it is complete and synced; on any failure the temporary file
 // is removed and path is left as it was.
-func runGet(ctx context.Context, g *apiFlags, root, path, mode string) (err error) {
+func runGet(ctx context.Context, g *apiFlags, root, path, mode string) error {
 	r, err := openCat(ctx, g, root, 0, -1)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	return saveFile(ctx, r, r.Length(), path, mode)
+}
+
+// saveFile writes r (total bytes, -1 if unknown) into a temporary file
+// beside path and renames it to path once it is complete and synced; on
+// any failure the temporary file is removed and path is left as it was.
+func saveFile(ctx context.Context, r io.Reader, total int64, path, mode string) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".shoal-*")
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, unwrapPathErr(err))
@@ -108,7 +115,7 @@ func runGet(ctx context.Context, g *apiFlags, root, path, mode string) (err erro
 			os.Remove(f.Name())
 		}
 	}()
-	bar := newProgress(mode, r.Length())
+	bar := newProgress(mode, total)
 	_, err = io.Copy(f, bar.reader(r))
 	bar.finish()
 	if err != nil {

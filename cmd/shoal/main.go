@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newStatusCmd(&g),
 		newCatCmd(&g),
 		newGetCmd(&g),
+		newExportCmd(&g),
 		newDemoCmd(),
 	)
 	return root

@@ -16,10 +16,11 @@ type progress struct {
 }
 
 // Templates: with a known total the bar shows the ETA; a stream of unknown
-// length (stdin) shows only bytes and rate.
+// length (stdin) shows only bytes and rate. A sharded add puts the shard
+// being cut in front ("shard 7 ").
 const (
-	barSized   = `{{counters . }} {{bar . }} {{percent . }} {{speed . }} {{rtime . "ETA %s"}}`
-	barUnsized = `{{counters . }} {{speed . }} {{etime . }}`
+	barSized   = `{{string . "shard"}}{{counters . }} {{bar . }} {{percent . }} {{speed . }} {{rtime . "ETA %s"}}`
+	barUnsized = `{{string . "shard"}}{{counters . }} {{speed . }} {{etime . }}`
 )
 
 // newProgress starts a bar when mode asks for it: "auto" shows it only when
@@ -44,6 +45,13 @@ func (p *progress) reader(r io.Reader) io.Reader {
 		return r
 	}
 	return &countReader{r: r, bar: p.bar}
+}
+
+// label shows s (e.g. "shard 7") in front of the counters.
+func (p *progress) label(s string) {
+	if p != nil {
+		p.bar.Set("shard", s+" ")
+	}
 }
 
 func (p *progress) finish() {

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestRestartKeepsShards: a peer restarted while the cluster runs keeps
+// every shard allocated to it; its store never drops one while its state
+// catches up with the leader's.
+func TestRestartKeepsShards(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real daemons")
+	}
+	c := newTestCluster(t, 3)
+	c.startAll()
+	c.shoal(0, bytes.NewReader(seeded("restart", 4<<20)), "add", "--shard", "--shard-size", "1MiB",
+		"--rmin", "3", "--rmax", "3", "-Q", "-")
+	var before int
+	eventually(t, 10*time.Second, func() error {
+		if before = len(c.keysOf(2)); before < 5 {
+			return fmt.Errorf("peer2 holds %d shards", before)
+		}
+		return nil
+	})
+	c.stop(2)
+	c.start(2)
+	for range 50 {
+		if n := len(c.keysOf(2)); n != before {
+			t.Fatalf("peer2 held %d shards before its restart, %d after", before, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
