@@ -88,6 +88,7 @@ func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
 	rc.Logger = logger
 	if err := raft.ValidateConfig(rc); err != nil {
 		_ = wal.Close()
