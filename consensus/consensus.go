@@ -79,6 +79,10 @@ func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 		_ = wal.Close()
 		return nil, fmt.Errorf("open raft snapshots in %s: %w", dir, err)
 	}
+	if err := checkFormats(cfg.DataDir, wal, snaps); err != nil {
+		_ = wal.Close()
+		return nil, err
+	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(host.ID().String())
