@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newCatCmd(&g),
 		newGetCmd(&g),
 		newDemoCmd(),
+		newStateCmd(),
 	)
 	return root
 }
