@@ -5,7 +5,8 @@
 //	├── config.json   this file's Config, mode 0600 (it holds the secret)
 //	├── identity.key  the libp2p private key (protobuf), mode 0600
 //	├── store/        the local shard store (package store)
-//	└── consensus/    Raft's log, stable store and snapshots
+//	├── consensus/    Raft's log, stable store and snapshots
+//	└── consensus.backup-TIME/  what `shoal state import` replaced (docs/state.md)
 //
 // Init writes a directory, Load reads one and validates it; neither
 // changes a Config it is given.
