@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/shoal-project/shoal/p2p"
@@ -314,4 +315,45 @@ func TestPastFormatsRead(t *testing.T) {
 			t.Fatalf("%s: %v", path, err)
 		}
 	}
+}
+
+// BenchmarkCheckFormats measures the startup check over a log as long as
+// the default retention lets it get between snapshots
+// (SnapshotThreshold + TrailingLogs entries).
+func BenchmarkCheckFormats(b *testing.B) {
+	dir := b.TempDir()
+	if _, err := ResetState(dir, fixedPeer(b, 1), newState(), t0); err != nil {
+		b.Fatal(err)
+	}
+	w, err := openWAL(filepath.Join(dir, "raft", "wal"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	cfg := DefaultConfig()
+	n := int(cfg.SnapshotThreshold + cfg.TrailingLogs)
+	logs := make([]*raft.Log, 0, n)
+	for i := range n {
+		p := NewPin(testCID(i))
+		p.RMin, p.RMax, p.Allocations = 2, 3, []peer.ID{fixedPeer(b, 1), fixedPeer(b, 2), fixedPeer(b, 3)}
+		data, err := PinOp(p, t0).MarshalBinary()
+		if err != nil {
+			b.Fatal(err)
+		}
+		logs = append(logs, &raft.Log{Index: uint64(i + 2), Term: 1, Type: raft.LogCommand, Data: data})
+	}
+	if err := w.StoreLogs(logs); err != nil {
+		b.Fatal(err)
+	}
+	snaps, err := openSnapshots(filepath.Join(dir, "raft"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		if err := checkFormats(dir, w, snaps); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n), "entries")
 }
