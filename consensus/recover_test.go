@@ -148,20 +148,14 @@ func TestResetStateFailureKeepsOldData(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := exportBytes(t, s)
-	// A state that snapshots but does not restore: more shards than a
+	// A state that snapshots but does not restore: a name longer than a
 	// pin may have (only a bug could make one).
 	bad := newState()
-	big := NewPin(fixedCID(t, true, "big"))
-	big.Kind = KindSharded
-	big.RMin, big.RMax = 1, 1
-	big.ClusterDAG = big.CID
-	big.Shards = make([]Shard, MaxShards+1)
-	for i := range big.Shards {
-		big.Shards[i] = Shard{CID: big.CID}
-	}
-	bad.pins[big.CID] = &big
+	long := NewPin(fixedCID(t, true, "long"))
+	long.Name = strings.Repeat("n", MaxNameLen+1)
+	bad.pins[long.CID] = &long
 	_, err := ResetState(p.dir, p.id(), bad, t0)
-	if err == nil || !strings.Contains(err.Error(), "shards exceed") {
+	if err == nil || !strings.Contains(err.Error(), "exceeds the limit 4096") {
 		t.Fatalf("ResetState of a state that does not read back = %v", err)
 	}
 	got, _, err := ReadState(p.dir)
