@@ -390,6 +390,7 @@ func consensusConfig(c config.Consensus) consensus.Config {
 	cc.SnapshotInterval = time.Duration(c.SnapshotInterval)
 	cc.SnapshotThreshold = c.SnapshotThreshold
 	cc.SnapshotsRetained = c.SnapshotsRetained
+	cc.TrailingLogs = c.TrailingLogs
 	cc.Voters = c.Voters
 	cc.PromoteAfter = time.Duration(c.PromoteAfter)
 	return cc

@@ -5,7 +5,8 @@
 //	├── config.json   this file's Config, mode 0600 (it holds the secret)
 //	├── identity.key  the libp2p private key (protobuf), mode 0600
 //	├── store/        the local shard store (package store)
-//	└── consensus/    Raft's log, stable store and snapshots
+//	├── consensus/    Raft's log, stable store and snapshots
+//	└── consensus.backup-TIME/  what `shoal state import` replaced (docs/state.md)
 //
 // Init writes a directory, Load reads one and validates it; neither
 // changes a Config it is given.
@@ -143,9 +144,17 @@ type Consensus struct {
 	CommitTimeout        Duration `json:"commit_timeout"`
 	LeaderLeaseTimeout   Duration `json:"leader_lease_timeout"`
 	WaitForLeaderTimeout Duration `json:"wait_for_leader_timeout"`
-	SnapshotInterval     Duration `json:"snapshot_interval"`
-	SnapshotThreshold    uint64   `json:"snapshot_threshold"`
-	SnapshotsRetained    int      `json:"snapshots_retained"`
+	// Retention: Raft looks every one to two snapshot_intervals whether
+	// snapshot_threshold entries came since its last snapshot; if so it
+	// writes one, keeps snapshots_retained of them and drops the log
+	// but for its last trailing_logs entries. Disk use is so bounded by
+	// snapshots_retained copies of the pinset plus about
+	// snapshot_threshold + trailing_logs entries (+ what arrives between
+	// two looks).
+	SnapshotInterval  Duration `json:"snapshot_interval"`
+	SnapshotThreshold uint64   `json:"snapshot_threshold"`
+	SnapshotsRetained int      `json:"snapshots_retained"`
+	TrailingLogs      uint64   `json:"trailing_logs"`
 	// Voters caps the voting peers; peers beyond it join as non-voters.
 	Voters int `json:"voters"`
 	// PromoteAfter: a voter unreachable this long is replaced by a live
@@ -186,10 +195,17 @@ func Default() Config {
 			CommitTimeout:        Duration(50 * time.Millisecond),
 			LeaderLeaseTimeout:   Duration(500 * time.Millisecond),
 			WaitForLeaderTimeout: Duration(15 * time.Second),
-			SnapshotInterval:     Duration(2 * time.Minute),
-			SnapshotThreshold:    8192,
-			SnapshotsRetained:    2,
-			Voters:               3,
+			// hashicorp/raft's: a snapshot of 10^6 pins takes seconds, so
+			// not more often than every 8192 entries, and at most every
+			// 2-4 minutes under a steady stream.
+			SnapshotInterval:  Duration(2 * time.Minute),
+			SnapshotThreshold: 8192,
+			// The newest and one to fall back to if it is damaged.
+			SnapshotsRetained: 2,
+			// hashicorp/raft's: ~2 MB of log lets a follower away for
+			// ~10^4 pins catch up without a whole-pinset transfer.
+			TrailingLogs: 10240,
+			Voters:       3,
 			// Long enough to ride out a restart, short enough that a dead
 			// voter does not leave the quorum one failure from loss for
 			// long.
@@ -262,6 +278,24 @@ func (c Config) Validate() error {
 		return errors.New("config: health repair_grace and verify_interval may not be negative")
 	case h.Allocator != "freespace" && h.Allocator != "balanced":
 		return fmt.Errorf("config: health allocator %q: use freespace or balanced", h.Allocator)
+	}
+	return c.Consensus.validateRetention()
+}
+
+// validateRetention checks the settings that bound Raft's disk use. The
+// limits are package consensus's (Config.Validate), named here as
+// config.json names them.
+func (c Consensus) validateRetention() error {
+	const maxEntries = 1 << 24
+	switch {
+	case c.SnapshotInterval < Duration(5*time.Millisecond) || c.SnapshotInterval > Duration(24*time.Hour):
+		return fmt.Errorf("config: consensus snapshot_interval %s is not in 5ms..24h", time.Duration(c.SnapshotInterval))
+	case c.SnapshotThreshold < 1 || c.SnapshotThreshold > maxEntries:
+		return fmt.Errorf("config: consensus snapshot_threshold %d is not in 1..%d", c.SnapshotThreshold, maxEntries)
+	case c.TrailingLogs > maxEntries:
+		return fmt.Errorf("config: consensus trailing_logs %d exceeds %d", c.TrailingLogs, maxEntries)
+	case c.SnapshotsRetained < 1 || c.SnapshotsRetained > 100:
+		return fmt.Errorf("config: consensus snapshots_retained %d is not in 1..100", c.SnapshotsRetained)
 	}
 	return nil
 }

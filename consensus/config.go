@@ -39,6 +39,12 @@ type Config struct {
 	SnapshotThreshold uint64
 	// SnapshotsRetained: snapshots kept on disk.
 	SnapshotsRetained int
+	// TrailingLogs: log entries kept behind a snapshot, so that a follower
+	// that lags by fewer entries catches up from the log instead of being
+	// sent the whole snapshot. The log on disk holds at most about
+	// SnapshotThreshold + TrailingLogs entries, plus what arrives between
+	// two looks (Raft looks every one to two SnapshotIntervals).
+	TrailingLogs uint64
 
 	// Voters is the number of voting peers the cluster aims for: AddPeer
 	// adds voters until there are this many, and non-voters after.
@@ -76,11 +82,19 @@ func DefaultConfig() Config {
 		// hashicorp/raft's defaults: check every 2 minutes, snapshot after
 		// 8192 entries. A snapshot of 10^6 pins is ~150 MB and takes
 		// seconds, so snapshotting more often costs more than replaying
-		// 8192 small entries at startup.
+		// 8192 small entries at startup. Under a steady stream of pins the
+		// log so stays under 8192 entries plus up to four minutes' worth
+		// (Raft looks every one to two intervals), plus TrailingLogs.
 		SnapshotInterval:  2 * time.Minute,
 		SnapshotThreshold: 8192,
-		// Two: the newest, and one to fall back to if it is damaged.
+		// Two: the newest, and one to fall back to if it is damaged. Each
+		// is a whole copy of the pinset, so disk use is twice the pinset.
 		SnapshotsRetained: 2,
+		// hashicorp/raft's default, 10240 entries of ~100-200 bytes (a pin
+		// op with three allocations is ~150): ~2 MB of log buys a follower
+		// that was away for ~10^4 pins a catch-up from the log instead of a
+		// snapshot transfer that for 10^6 pins is ~200 MB.
+		TrailingLogs: 10240,
 		// Three voters survive one failure; each voter more makes every
 		// commit wait for one more disk sync, and five are only worth it
 		// to survive two failures.
@@ -99,6 +113,18 @@ func DefaultConfig() Config {
 
 // minPromoteElections is the shortest PromoteAfter, in election timeouts.
 const minPromoteElections = 5
+
+// Bounds on the retention settings, so that no setting lets the log or
+// the snapshots grow without limit.
+const (
+	// maxLogEntries: 2^24 entries of ~150 bytes are ~2.5 GB of log, more
+	// than a snapshot of 10^7 pins; past that a snapshot is always cheaper.
+	maxLogEntries = 1 << 24
+	// maxSnapshotInterval: a day.
+	maxSnapshotInterval = 24 * time.Hour
+	// maxSnapshotsRetained: each snapshot is a whole copy of the pinset.
+	maxSnapshotsRetained = 100
+)
 
 // Validate reports the first problem with the configuration, checking
 // fields against each other the way hashicorp/raft does and more.
@@ -128,10 +154,15 @@ func (c Config) Validate() error {
 		return bad("WaitForLeaderTimeout %s is under twice ElectionTimeout %s", c.WaitForLeaderTimeout, c.ElectionTimeout)
 	case c.SnapshotInterval < 5*time.Millisecond:
 		return bad("SnapshotInterval %s is below raft's minimum of 5ms", c.SnapshotInterval)
-	case c.SnapshotThreshold < 1:
-		return bad("SnapshotThreshold must be at least 1")
-	case c.SnapshotsRetained < 1:
-		return bad("SnapshotsRetained must be at least 1")
+	case c.SnapshotInterval > maxSnapshotInterval:
+		// The log grows unchecked between two looks.
+		return bad("SnapshotInterval %s exceeds %s: the log would grow for that long under a stream of pins", c.SnapshotInterval, maxSnapshotInterval)
+	case c.SnapshotThreshold < 1 || c.SnapshotThreshold > maxLogEntries:
+		return bad("SnapshotThreshold %d is not in 1..%d", c.SnapshotThreshold, maxLogEntries)
+	case c.TrailingLogs > maxLogEntries:
+		return bad("TrailingLogs %d exceeds %d", c.TrailingLogs, maxLogEntries)
+	case c.SnapshotsRetained < 1 || c.SnapshotsRetained > maxSnapshotsRetained:
+		return bad("SnapshotsRetained %d is not in 1..%d", c.SnapshotsRetained, maxSnapshotsRetained)
 	case c.Voters < 1 || c.Voters%2 == 0:
 		// An even count survives no more failures than one fewer voter but
 		// needs a larger quorum.

@@ -82,6 +82,10 @@ func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 		_ = wal.Close()
 		return nil, fmt.Errorf("open raft snapshots in %s: %w", dir, err)
 	}
+	if err := checkFormats(cfg.DataDir, wal, snaps); err != nil {
+		_ = wal.Close()
+		return nil, err
+	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(host.ID().String())
@@ -91,6 +95,7 @@ func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
 	rc.Logger = logger
 	if err := raft.ValidateConfig(rc); err != nil {
 		_ = wal.Close()

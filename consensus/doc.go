@@ -18,6 +18,21 @@
 //     non-voters, so that adding peers does not slow down commits.
 //   - snapshot: the whole pinset written as one stream (format in
 //     snapshot.go), after which Raft can drop the log before it.
+//   - export: the whole pinset as text, one JSON object a line
+//     (State.WriteExport, ReadExport; format in export.go and
+//     docs/state.md), for people and for moving a pinset between peers.
+//   - format version: every format this package stores names its version
+//     (an op's first byte, a snapshot's header line, an export's header).
+//     New refuses data whose newest snapshot, or any log entry after it,
+//     is in a version it does not read (ErrUnsupportedFormat), rather
+//     than skip it and run with another state; testdata keeps a fixture
+//     of every version that a test reads.
+//
+// With Raft stopped (package cluster holds the peer's lock), ReadState
+// replays a data directory into a State as Raft would on restart, and
+// ResetState replaces it with a given State and a configuration of one
+// peer, writing aside and swapping so that a failure changes nothing:
+// what `shoal state export` and `import` run (recover.go).
 //
 // Using it:
 //

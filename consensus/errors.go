@@ -47,4 +47,13 @@ var (
 
 	// ErrCorruptSnapshot: a snapshot stream does not follow the format.
 	ErrCorruptSnapshot = errors.New("corrupt pinset snapshot")
+
+	// ErrBadExport: ReadExport found a file that is not a whole, valid
+	// state export (export.go).
+	ErrBadExport = errors.New("not a valid shoal state export")
+
+	// ErrUnsupportedFormat: consensus data on disk (a snapshot or a log
+	// entry) is in a format version this build does not read, typically
+	// one written by a newer shoal.
+	ErrUnsupportedFormat = errors.New("consensus data in an unsupported format")
 )

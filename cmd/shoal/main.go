@@ -1,7 +1,8 @@
 // Command shoal is the one binary of a shoal cluster: it creates and runs
 // peers (init, daemon), adds files, and talks to a running peer through its
-// REST API (id, peers, pin, status; --api names the peer). It parses flags and
-// wires packages together; the logic lives in those packages.
+// REST API (id, peers, pin, status; --api names the peer), and works on a
+// stopped peer's consensus state (state export, import, cleanup). It parses
+// flags and wires packages together; the logic lives in those packages.
 package main
 
 import (
@@ -50,6 +51,7 @@ func newRootCmd() *cobra.Command {
 		newGetCmd(&g),
 		newExportCmd(&g),
 		newDemoCmd(),
+		newStateCmd(),
 	)
 	return root
 }
