@@ -1,7 +1,7 @@
 package consensus
 
 import (
-		"io"
+	"io"
 	"slices"
 	"strconv"
 	"testing"
