@@ -45,8 +45,9 @@ type repairer struct {
 	p *Peer
 	// avoid are peers that failed to copy a part, not asked again for it
 	// until the time they map to.
-	avoid    map[cid.Cid]map[peer.ID]time.Time
-	lastWalk time.Time
+	avoid       map[cid.Cid]map[peer.ID]time.Time
+	lastWalk    time.Time
+	lastMembers string // the members at the last walk
 }
 
 func (p *Peer) runRepairs(ctx context.Context) {
@@ -87,12 +88,13 @@ func (r *repairer) round(ctx context.Context) error {
 		anyGone = anyGone || gone(m.ID)
 	}
 	// Walking the state costs ~0.1 s per 10^6 pins: done every round only
-	// while a member is gone, else now and then, for holders that are no
-	// longer members.
-	if !anyGone && time.Since(r.lastWalk) < repairWalkEvery {
+	// while a member is gone, else when the members change (a holder was
+	// removed, a peer joined that can take copies) and now and then.
+	ms := fmt.Sprint(members)
+	if !anyGone && ms == r.lastMembers && time.Since(r.lastWalk) < repairWalkEvery {
 		return nil
 	}
-	r.lastWalk = time.Now()
+	r.lastWalk, r.lastMembers = time.Now(), ms
 	return r.start(ctx, members, gone)
 }
 

@@ -270,11 +270,19 @@ func TestStateDisasterRecovery(t *testing.T) {
 		t.Skip("starts real daemons")
 	}
 	c := newTestCluster(t, 3)
+	for i := range c.peers {
+		c.fastRepair(i)
+	}
 	c.startAll()
 	for i, cid := range []string{helloCID, treeCID, treeWrapCID} {
 		c.shoal(i, nil, "pin", "add", cid, "--name", fmt.Sprintf("pin-%d", i))
 	}
-	eventually(t, 10*time.Second, func() error { return c.hasPins(2, "pin-0", "pin-1", "pin-2") })
+	// A sharded file on every peer (rmax 3 of 3), so the survivor holds
+	// all of it.
+	data := seeded("disaster", 5<<20+17)
+	root := strings.TrimSpace(c.shoal(0, bytes.NewReader(data), "add", "--shard", "--shard-size", "1MiB",
+		"--rmin", "2", "--rmax", "3", "--name", "file", "-Q", "-").stdout)
+	eventually(t, 10*time.Second, func() error { return c.hasPins(2, "file", "pin-0", "pin-1", "pin-2") })
 	want := c.pinSet(2)
 	c.kill(0)
 	c.kill(1)
@@ -298,6 +306,7 @@ func TestStateDisasterRecovery(t *testing.T) {
 	addr := c.addr(2)
 	for range 2 {
 		c.addPeer(c.secret)
+		c.fastRepair(len(c.peers) - 1)
 		c.start(len(c.peers)-1, addr)
 	}
 	for i := 2; i < 5; i++ {
@@ -312,7 +321,24 @@ func TestStateDisasterRecovery(t *testing.T) {
 		})
 	}
 	c.shoal(3, nil, "pin", "add", rand1048577, "--name", "after")
-	eventually(t, 10*time.Second, func() error { return c.hasPins(4, "after", "pin-0", "pin-1", "pin-2") })
+	eventually(t, 10*time.Second, func() error { return c.hasPins(4, "after", "file", "pin-0", "pin-1", "pin-2") })
+	// Repair copies every shard from the survivor to the fresh peers,
+	// back to rmin on live peers (to rmax if both had joined when it
+	// decided), readable through any of them.
+	ids := map[string]int{}
+	for _, p := range c.peersOf(2) {
+		for j, q := range c.peers {
+			if q.name == p.Name {
+				ids[p.ID] = j
+			}
+		}
+	}
+	eventually(t, 30*time.Second, func() error { return c.liveHolders(2, root, ids, []int{2, 3, 4}, 2) })
+	for _, i := range []int{3, 4} {
+		if got := c.shoal(i, nil, "cat", root).stdout; got != string(data) {
+			t.Fatalf("cat through %s after recovery: %d bytes, want %d identical", c.peers[i].name, len(got), len(data))
+		}
+	}
 }
 
 // TestStateConfirmation: only y or yes goes ahead.
