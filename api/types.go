@@ -36,10 +36,12 @@ type Peer struct {
 // Metrics are what a peer reports in each heartbeat (`shoal health`).
 type Metrics struct {
 	Name string `json:"name"`
-	// Capacity, Used and Free are storage figures in bytes: free is
-	// capacity - used.
+	// Capacity, Used, Reserved and Free are storage figures in bytes:
+	// reserved is promised to shards being received, free is capacity -
+	// used - reserved.
 	Capacity int64 `json:"capacity"`
 	Used     int64 `json:"used"`
+	Reserved int64 `json:"reserved"`
 	Free     int64 `json:"free"`
 	// Shards is how many shards (a plain pin's DAG counts as one) the
 	// peer stores; Pins how many pins its copy of the state holds (a

@@ -113,14 +113,14 @@ func (m *monitor) beat(ctx context.Context) {
 
 // localMetrics are this peer's figures now.
 func (p *Peer) localMetrics() api.Metrics {
-	used := p.store.Used()
-	capacity := p.capacity(used)
+	in := p.localInfo()
 	queue, failed := p.tracker.load()
 	return api.Metrics{
 		Name:     p.cfg.PeerName,
-		Capacity: capacity,
-		Used:     used,
-		Free:     max(capacity-used, 0),
+		Capacity: in.Capacity,
+		Used:     in.Used,
+		Reserved: in.Reserved,
+		Free:     in.Free,
 		Shards:   p.store.Count(),
 		Pins:     p.cons.State().Len(),
 		Queue:    queue,

@@ -51,6 +51,7 @@ type Peer struct {
 
 	tracker        *tracker
 	monitor        *monitor
+	receiver       *transfer.Server // shards other peers send
 	addsMu         sync.Mutex
 	active         map[string]bool // sharded adds this process is running
 	rpcTimeout     time.Duration
@@ -143,9 +144,11 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	p.host.Handle(protoWanted, serveJSON(p, p.serveWanted))
 	p.host.Handle(protoHave, serveJSON(p, p.serveHave))
 	p.host.Handle(protoMetrics, serveJSON(p, p.serveMetrics))
-	shards := &transfer.Server{
+	p.receiver = &transfer.Server{
 		Store: p.store,
-		Free:  func() int64 { return p.localInfo().Free },
+		// The room before reservations: the server subtracts the
+		// transfers it runs itself.
+		Free: func() int64 { used := p.store.Used(); return max(p.capacity(used)-used, 0) },
 		// A received shard must outlive the reconciler until the add
 		// records it (a few commits later) or is aborted.
 		BeforeCommit: func(from peer.ID, info shard.Info) error {
@@ -154,7 +157,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		},
 		Logf: p.log,
 	}
-	p.host.Handle(transfer.Protocol, shards.Handle)
+	p.host.Handle(transfer.Protocol, p.receiver.Handle)
 
 	switch {
 	case len(opts.Bootstrap) > 0 && !fresh:
@@ -352,13 +355,15 @@ func (p *Peer) log(format string, args ...any) { p.logger.Printf(format, args...
 func (p *Peer) localInfo() info {
 	used := p.store.Used()
 	capacity := p.capacity(used)
+	reserved := p.receiver.Reserved()
 	return info{
 		Name:      p.cfg.PeerName,
 		Addresses: p.fullAddrs(),
 		Version:   p.opts.Version,
 		Capacity:  capacity,
 		Used:      used,
-		Free:      max(capacity-used, 0),
+		Reserved:  reserved,
+		Free:      max(capacity-used-reserved, 0),
 	}
 }
 

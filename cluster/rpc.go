@@ -56,7 +56,10 @@ type info struct {
 	Version   string   `json:"version"`
 	Capacity  int64    `json:"capacity"`
 	Used      int64    `json:"used"`
-	Free      int64    `json:"free"`
+	// Reserved is the room promised to shards being received; Free is
+	// capacity - used - reserved.
+	Reserved int64 `json:"reserved"`
+	Free     int64 `json:"free"`
 }
 
 // statusReq asks a peer for its local state of some pins and shards.

@@ -149,6 +149,17 @@ func (s *Server) serve(r io.Reader, w io.Writer, from peer.ID) error {
 	return nil
 }
 
+// Reserved returns the bytes announced by the transfers being received:
+// room a peer should not offer to anyone else meanwhile.
+func (s *Server) Reserved() int64 {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reserved
+}
+
 // reserve admits a transfer of up to size bytes if there is a free slot
 // and room for it beside the transfers running; release gives both back.
 func (s *Server) reserve(size int64) (release func(), err error) {

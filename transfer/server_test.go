@@ -248,3 +248,23 @@ func FuzzReceive(f *testing.F) {
 		}
 	})
 }
+
+// TestReservedRoom: a transfer's announced size is reserved while it runs,
+// counted against the room the next one sees, and given back after.
+func TestReservedRoom(t *testing.T) {
+	s := &Server{Free: func() int64 { return 100 }}
+	release, err := s.reserve(60)
+	if err != nil || s.Reserved() != 60 {
+		t.Fatalf("reserve 60 of 100: %v, reserved %d", err, s.Reserved())
+	}
+	if _, err := s.reserve(50); err == nil || err.Error() != "no room: 40 bytes free, the shard needs up to 50 bytes" {
+		t.Fatalf("second reserve: %v", err)
+	}
+	release()
+	if s.Reserved() != 0 {
+		t.Fatalf("reserved %d after release", s.Reserved())
+	}
+	if (*Server)(nil).Reserved() != 0 {
+		t.Fatal("a nil server reserves room")
+	}
+}
