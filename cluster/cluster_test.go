@@ -36,6 +36,12 @@ func newTestPeers(t *testing.T, n int) []*Peer {
 // config before it starts.
 func newTestPeersWith(t *testing.T, n int, tweak func(i int, cfg *config.Config)) []*Peer {
 	t.Helper()
+	return newTestPeersOpts(t, n, tweak, nil)
+}
+
+// newTestPeersOpts is newTestPeersWith with a hook on each peer's Options.
+func newTestPeersOpts(t *testing.T, n int, tweak func(i int, cfg *config.Config), tweakOpts func(i int, o *Options)) []*Peer {
+	t.Helper()
 	secret := make([]byte, 32)
 	for i := range secret {
 		secret[i] = byte(i)
@@ -64,7 +70,11 @@ func newTestPeersWith(t *testing.T, n int, tweak func(i int, cfg *config.Config)
 		if _, err := config.Init(dir, cfg); err != nil {
 			t.Fatal(err)
 		}
-		p, err := Start(context.Background(), dir, Options{Bootstrap: boot, Logger: testLogger(t, i)})
+		opts := Options{Bootstrap: boot, Logger: testLogger(t, i)}
+		if tweakOpts != nil {
+			tweakOpts(i, &opts)
+		}
+		p, err := Start(context.Background(), dir, opts)
 		if err != nil {
 			t.Fatalf("start peer%d: %v", i, err)
 		}

@@ -36,6 +36,10 @@ type Options struct {
 	Version string
 	// Logger receives the daemon's log lines; nil: stderr.
 	Logger *log.Logger
+
+	// refuseShard, in tests, fails the receipt of a shard before it is
+	// committed (a receiver whose disk fails mid-add).
+	refuseShard func(info shard.Info) error
 }
 
 // Peer is a running shoal daemon: the one place that wires the host,
@@ -152,6 +156,11 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		// A received shard must outlive the reconciler until the add
 		// records it (a few commits later) or is aborted.
 		BeforeCommit: func(from peer.ID, info shard.Info) error {
+			if opts.refuseShard != nil {
+				if err := opts.refuseShard(info); err != nil {
+					return err
+				}
+			}
 			p.tracker.receive(info.CID.String(), from)
 			return nil
 		},

@@ -3,8 +3,10 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/consensus"
+	"github.com/shoal-project/shoal/shard"
 )
 
 // fastHealth makes failure detection and repair take about a second.
@@ -154,5 +157,41 @@ func TestRepair(t *testing.T) {
 func shardsEqual(a, b []consensus.Shard) bool {
 	return slices.EqualFunc(a, b, func(x, y consensus.Shard) bool {
 		return x.CID == y.CID && slices.Equal(x.Allocations, y.Allocations)
+	})
+}
+
+// TestShardAddReplacesFailedReceiver: a receiver that fails every shard
+// (its disk, say) does not fail the add: each shard it was given is sent
+// to another peer from one that confirmed it, and the file is pinned with
+// every shard on rmin peers, none of them the failing one.
+func TestShardAddReplacesFailedReceiver(t *testing.T) {
+	var refused atomic.Int32
+	peers := newTestPeersOpts(t, 4, fastHealth, func(i int, o *Options) {
+		if i == 3 {
+			o.refuseShard = func(shard.Info) error { refused.Add(1); return errors.New("disk failed") }
+		}
+	})
+	ctx := context.Background()
+	data := seeded("replace", 6<<20+5)
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "f", Chunker: "size-65536",
+		Shard: true, ShardSize: 1 << 20, RMin: 2, RMax: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("peer 3 was never sent a shard: the test proved nothing")
+	}
+	bad := peers[3].ID().String()
+	for _, sh := range res.Shards {
+		if len(sh.Allocations) != 2 || slices.Contains(sh.Allocations, bad) {
+			t.Fatalf("shard %d allocated to %v; want 2 peers, not the failing one", sh.Index, sh.Allocations)
+		}
+	}
+	waitFor(t, 5*time.Second, func() error { // peer 2 applies the commit a heartbeat later
+		var got bufWriter
+		if err := (backend{peers[2]}).Cat(ctx, res.CID, 0, -1, &got); err != nil || !bytes.Equal(got.Bytes(), data) {
+			return fmt.Errorf("read back: %v (%d of %d bytes)", err, got.Len(), len(data))
+		}
+		return nil
 	})
 }

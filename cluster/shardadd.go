@@ -247,14 +247,15 @@ func (o *shardOpener) Open(ctx context.Context, index int) (shard.Writer, int64,
 	if err != nil {
 		return nil, 0, err
 	}
-	return &recordingWriter{o: o, f: f}, limit, nil
+	return &recordingWriter{o: o, f: f, peers: peers}, limit, nil
 }
 
 // recordingWriter is one shard on its way: a fan-out to its peers, and the
 // consensus op that records it once enough of them confirmed.
 type recordingWriter struct {
-	o *shardOpener
-	f fanout
+	o     *shardOpener
+	f     fanout
+	peers []peer.ID // the peers allocated to it
 }
 
 func (w *recordingWriter) Put(ctx context.Context, b dag.Block) error { return w.f.Put(ctx, b) }
@@ -264,6 +265,12 @@ func (w *recordingWriter) Commit(ctx context.Context, info shard.Info, nodes []d
 	confirmed, failures, err := w.f.Commit(ctx, info, nodes)
 	if err != nil {
 		return err
+	}
+	if len(confirmed) < w.o.rmin && len(confirmed) > 0 {
+		// A receiver failed: other peers copy the shard from one that
+		// confirmed it, instead of the whole add failing.
+		more, errs := w.o.replace(ctx, info, nodes, confirmed, w.peers)
+		confirmed, failures = append(confirmed, more...), append(failures, errs...)
 	}
 	if len(confirmed) < w.o.rmin {
 		return fmt.Errorf("shard %d confirmed by %d peers, fewer than rmin %d: %w", info.Index, len(confirmed), w.o.rmin, errors.Join(failures...))
@@ -280,6 +287,67 @@ func (w *recordingWriter) Commit(ctx context.Context, info shard.Info, nodes []d
 }
 
 func (w *recordingWriter) Abort() { w.f.Abort() }
+
+// replace sends the shard described by info and nodes, read back from one
+// of have (this peer's store first), to peers other than tried, so that it
+// reaches rmin holders; it returns those that confirmed it.
+func (o *shardOpener) replace(ctx context.Context, info shard.Info, nodes []dag.Block, have, tried []peer.ID) ([]peer.ID, []error) {
+	infos, err := o.b.survey(ctx)
+	if err != nil {
+		return nil, []error{err}
+	}
+	var cands []allocate.Candidate
+	for _, pi := range infos {
+		id := pi.member.ID
+		if pi.err == nil && pi.info.Free >= info.Size && !slices.Contains(have, id) && !slices.Contains(tried, id) {
+			cands = append(cands, allocate.Candidate{ID: id.String(), Free: pi.info.Free})
+		}
+	}
+	need := o.rmin - len(have)
+	ids, err := allocate.Allocate(allocate.Request{Size: info.Size, RMin: need, RMax: max(o.rmax-len(have), need)}, cands)
+	if err != nil {
+		return nil, []error{fmt.Errorf("replace the failed receivers of shard %d: %w", info.Index, err)}
+	}
+	targets := make([]peer.ID, len(ids))
+	for i, id := range ids {
+		targets[i], _ = peer.Decode(id)
+	}
+	// A shard's blocks come back from a holder; the cluster-DAG (no
+	// blocks, its list nodes are all of it) needs nothing but nodes.
+	sc := &shardCopy{close: func() {}}
+	if info.Blocks > 0 {
+		sh := consensus.Shard{CID: info.CID, Blocks: uint64(info.Blocks)}
+		if slices.Contains(have, o.b.p.host.ID()) {
+			sc, err = o.b.p.openLocalShard(sh)
+		} else {
+			sc, err = o.b.p.openRemoteShard(ctx, have[0], sh)
+		}
+		if err != nil {
+			return nil, []error{fmt.Errorf("read shard %d back to resend it: %w", info.Index, err)}
+		}
+	}
+	defer sc.close()
+	f, err := o.b.p.newFanout(ctx, targets, info.Size)
+	if err != nil {
+		return nil, []error{err}
+	}
+	for range sc.items {
+		b, err := sc.next()
+		if err == nil {
+			err = f.Put(ctx, b)
+		}
+		if err != nil {
+			f.Abort()
+			return nil, []error{fmt.Errorf("resend shard %d: %w", info.Index, err)}
+		}
+	}
+	confirmed, failures, err := f.Commit(ctx, info, nodes)
+	if err != nil {
+		return nil, []error{err}
+	}
+	o.b.p.log("add %s: shard %d resent to %v after a receiver failed; %d confirmed", o.id, info.Index, targets, len(confirmed))
+	return confirmed, failures
+}
 
 // storeNodes stores the cluster-DAG's list nodes as a shard of their own on
 // up to rmax peers and returns those that confirmed.
@@ -304,6 +372,10 @@ func (o *shardOpener) storeNodes(ctx context.Context, root cid.Cid, nodes []dag.
 	confirmed, failures, err := f.Commit(ctx, info, nodes)
 	if err != nil {
 		return nil, err
+	}
+	if len(confirmed) < o.rmin && len(confirmed) > 0 {
+		more, errs := o.replace(ctx, info, nodes, confirmed, peers)
+		confirmed, failures = append(confirmed, more...), append(failures, errs...)
 	}
 	if len(confirmed) < o.rmin {
 		return nil, fmt.Errorf("cluster-DAG confirmed by %d peers, fewer than rmin %d: %w", len(confirmed), o.rmin, errors.Join(failures...))
