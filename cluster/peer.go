@@ -37,9 +37,10 @@ type Options struct {
 	// Logger receives the daemon's log lines; nil: stderr.
 	Logger *log.Logger
 
-	// refuseShard, in tests, fails the receipt of a shard before it is
-	// committed (a receiver whose disk fails mid-add).
-	refuseShard func(info shard.Info) error
+	// receiveHook, in tests, sees each shard received before it is
+	// committed, and fails it by returning an error (a receiver whose
+	// disk fails mid-add).
+	receiveHook func(info shard.Info) error
 }
 
 // Peer is a running shoal daemon: the one place that wires the host,
@@ -58,6 +59,7 @@ type Peer struct {
 	receiver       *transfer.Server // shards other peers send
 	addsMu         sync.Mutex
 	active         map[string]bool // sharded adds this process is running
+	interrupted    map[string]interruptedAdd
 	rpcTimeout     time.Duration
 	reconcileEvery time.Duration
 	logger         *log.Logger
@@ -101,6 +103,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		reconcileEvery: time.Second,
 		removed:        make(chan struct{}),
 		active:         map[string]bool{},
+		interrupted:    map[string]interruptedAdd{},
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -156,8 +159,8 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		// A received shard must outlive the reconciler until the add
 		// records it (a few commits later) or is aborted.
 		BeforeCommit: func(from peer.ID, info shard.Info) error {
-			if opts.refuseShard != nil {
-				if err := opts.refuseShard(info); err != nil {
+			if opts.receiveHook != nil {
+				if err := opts.receiveHook(info); err != nil {
 					return err
 				}
 			}
@@ -301,6 +304,13 @@ func (p *Peer) adding(id string) bool {
 	p.addsMu.Lock()
 	defer p.addsMu.Unlock()
 	return p.active[id]
+}
+
+func (p *Peer) isInterrupted(id string) bool {
+	p.addsMu.Lock()
+	defer p.addsMu.Unlock()
+	_, ok := p.interrupted[id]
+	return ok
 }
 
 func (p *Peer) setAdding(id string, on bool) {

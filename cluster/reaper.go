@@ -30,10 +30,13 @@ func (p *Peer) reapAdds(ctx context.Context) {
 			// Wait for a leader so the aborts can commit; then once.
 			own = false
 			for _, a := range adds {
-				if a.Owner == self && !p.adding(a.ID) {
+				if a.Owner == self && !p.adding(a.ID) && !p.isInterrupted(a.ID) {
 					p.abortAdd(ctx, a.ID, "its peer restarted")
 				}
 			}
+		}
+		for _, id := range p.expiredInterrupts(time.Duration(p.cfg.Pinning.ResumeGrace)) {
+			p.abortAdd(ctx, id, "its client went away and did not resume it in time")
 		}
 		if p.cons.Leader() == self {
 			p.reapOthers(ctx, adds, unreachable)

@@ -168,7 +168,7 @@ func TestShardAddReplacesFailedReceiver(t *testing.T) {
 	var refused atomic.Int32
 	peers := newTestPeersOpts(t, 4, fastHealth, func(i int, o *Options) {
 		if i == 3 {
-			o.refuseShard = func(shard.Info) error { refused.Add(1); return errors.New("disk failed") }
+			o.receiveHook = func(shard.Info) error { refused.Add(1); return errors.New("disk failed") }
 		}
 	})
 	ctx := context.Background()

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -64,20 +65,28 @@ func (b backend) addSharded(ctx context.Context, r io.Reader, ap api.AddParams, 
 	if err != nil {
 		return api.AddResult{}, err
 	}
-	idb := make([]byte, 16)
-	if _, err := rand.Read(idb); err != nil {
-		return api.AddResult{}, err
+	key := resumeKey(ap)
+	id, done := b.p.resumable(key)
+	if id == "" {
+		idb := make([]byte, 16)
+		if _, err := rand.Read(idb); err != nil {
+			return api.AddResult{}, err
+		}
+		id = hex.EncodeToString(idb)
 	}
-	id := hex.EncodeToString(idb)
 	b.p.setAdding(id, true)
 	defer b.p.setAdding(id, false)
 	now := time.Now().UTC()
 	self := b.p.host.ID()
-	if err := b.commitAddOp(ctx, consensus.AddBeginOp(consensus.Add{ID: id, Name: ap.Name, RMin: rmin, RMax: rmax, Owner: self}, now)); err != nil {
-		return api.AddResult{}, err
+	if done == nil {
+		if err := b.commitAddOp(ctx, consensus.AddBeginOp(consensus.Add{ID: id, Name: ap.Name, RMin: rmin, RMax: rmax, Owner: self}, now)); err != nil {
+			return api.AddResult{}, err
+		}
+	} else {
+		b.p.log("add %s: resuming after its %d confirmed shards", id, len(done))
 	}
 	committed := false
-	op := &shardOpener{b: b, id: id, size: size, rmin: rmin, rmax: rmax, onShard: onShard}
+	op := &shardOpener{b: b, id: id, size: size, rmin: rmin, rmax: rmax, onShard: onShard, done: done}
 	defer func() {
 		// By now this peer's state shows the pin (readOwnWrite) or the
 		// add is aborted: the state alone decides what stays.
@@ -86,6 +95,14 @@ func (b backend) addSharded(ctx context.Context, r io.Reader, ap api.AddParams, 
 				b.p.tracker.release(k)
 			}
 		}()
+		if !committed && ctx.Err() != nil && op.recorded > 0 && b.p.cfg.Pinning.ResumeGrace > 0 {
+			// The client went away: keep the confirmed shards for a
+			// resume (the reaper aborts the add after ResumeGrace).
+			b.p.interrupt(id, key)
+			b.p.log("add %s interrupted after %d shards; the same add within %s resumes it", id, op.recorded,
+				time.Duration(b.p.cfg.Pinning.ResumeGrace))
+			return
+		}
 		if !committed {
 			// Best effort, on a context of its own: the add's may be
 			// what failed. The leader also drops adds whose owner is gone.
@@ -202,9 +219,14 @@ type shardOpener struct {
 	// onShard, when not nil, hears of each shard consensus recorded.
 	onShard func(api.ShardStatus) error
 	// shards counts the shards opened so far; keys are the store keys
-	// this peer wrote for the add.
-	shards int
-	keys   []string
+	// this peer wrote for the add; recorded counts the shards consensus
+	// recorded.
+	shards   int
+	keys     []string
+	recorded int
+	// done are the shards a resumed add recorded before it was
+	// interrupted: the same bytes must cut into them again.
+	done []consensus.Shard
 }
 
 // choose picks the peers for the next shard and the most bytes it may
@@ -238,6 +260,10 @@ func (o *shardOpener) choose(ctx context.Context, index int) ([]peer.ID, int64, 
 }
 
 func (o *shardOpener) Open(ctx context.Context, index int) (shard.Writer, int64, error) {
+	if index < len(o.done) {
+		o.shards = index + 1
+		return &replayWriter{o: o, want: o.done[index]}, 1 << 62, nil
+	}
 	peers, limit, err := o.choose(ctx, index)
 	if err != nil {
 		return nil, 0, err
@@ -280,6 +306,7 @@ func (w *recordingWriter) Commit(ctx context.Context, info shard.Info, nodes []d
 	if err := w.o.b.commitAddOp(ctx, consensus.AddShardOp(w.o.id, info.Index, sh, time.Now().UTC())); err != nil {
 		return err
 	}
+	w.o.recorded = info.Index + 1
 	if w.o.onShard == nil {
 		return nil
 	}
@@ -287,6 +314,81 @@ func (w *recordingWriter) Commit(ctx context.Context, info shard.Info, nodes []d
 }
 
 func (w *recordingWriter) Abort() { w.f.Abort() }
+
+// replayWriter stands for a shard a resumed add recorded before: nothing
+// is sent; the cutter ends it after its recorded block count, and Commit
+// checks that the bytes cut into the same shard.
+type replayWriter struct {
+	o    *shardOpener
+	want consensus.Shard
+}
+
+func (w *replayWriter) MaxBlocks() int                       { return int(w.want.Blocks) }
+func (w *replayWriter) Put(context.Context, dag.Block) error { return nil }
+func (w *replayWriter) Abort()                               {}
+func (w *replayWriter) Commit(ctx context.Context, info shard.Info, _ []dag.Block) error {
+	if info.CID != w.want.CID || info.Length != w.want.Length {
+		return fmt.Errorf("%w: the input differs from the interrupted add this one resumes, at shard %d (bytes %d..%d); "+
+			"it is aborted, add the file again", api.ErrBadRequest, info.Index, info.Offset, info.Offset+info.Length)
+	}
+	w.o.recorded = info.Index + 1
+	if w.o.onShard == nil {
+		return nil
+	}
+	return w.o.onShard(shardStatus(info.Index, w.want))
+}
+
+// resumeKey says which adds are the same add: the same name and options.
+func resumeKey(ap api.AddParams) string {
+	b, _ := json.Marshal(ap)
+	return string(b)
+}
+
+// interrupt remembers add id (its client went away) for a resume.
+func (p *Peer) interrupt(id, key string) {
+	p.addsMu.Lock()
+	defer p.addsMu.Unlock()
+	p.interrupted[id] = interruptedAdd{key: key, at: time.Now()}
+}
+
+// interruptedAdd is a sharded add whose client went away, kept for a
+// resume until the reaper aborts it.
+type interruptedAdd struct {
+	key string
+	at  time.Time
+}
+
+// resumable returns the interrupted add with key, still in progress in
+// the state, and its recorded shards; it is no longer interrupted.
+func (p *Peer) resumable(key string) (string, []consensus.Shard) {
+	p.addsMu.Lock()
+	defer p.addsMu.Unlock()
+	for id, ia := range p.interrupted {
+		if ia.key != key {
+			continue
+		}
+		delete(p.interrupted, id)
+		if a, ok := p.cons.State().GetAdd(id); ok && a.Owner == p.host.ID() {
+			return id, a.Shards
+		}
+	}
+	return "", nil
+}
+
+// expiredInterrupts returns the interrupted adds older than grace, and
+// forgets them.
+func (p *Peer) expiredInterrupts(grace time.Duration) []string {
+	p.addsMu.Lock()
+	defer p.addsMu.Unlock()
+	var out []string
+	for id, ia := range p.interrupted {
+		if time.Since(ia.at) >= grace {
+			out = append(out, id)
+			delete(p.interrupted, id)
+		}
+	}
+	return out
+}
 
 // replace sends the shard described by info and nodes, read back from one
 // of have (this peer's store first), to peers other than tried, so that it

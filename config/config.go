@@ -116,6 +116,11 @@ type Pinning struct {
 	// peer has been unreachable this long, and every peer drops its
 	// shards. (A peer that restarts aborts its own unfinished adds.)
 	AbandonedAddGrace Duration `json:"abandoned_add_grace"`
+	// ResumeGrace: a sharded add whose client went away keeps its
+	// confirmed shards this long; the same add sent again (same bytes,
+	// name and options) within it resumes after them instead of
+	// sending them again. Then it is aborted.
+	ResumeGrace Duration `json:"resume_grace"`
 }
 
 // Health holds failure detection and repair settings.
@@ -196,6 +201,10 @@ func Default() Config {
 			// A minute rides out a short network blip or a slow leader
 			// change without leaving a dead add's shards for long.
 			AbandonedAddGrace: Duration(time.Minute),
+			// Ten minutes covers noticing a dropped connection and
+			// running the command again; the shards it keeps meanwhile
+			// are at most what the add had already sent.
+			ResumeGrace: Duration(10 * time.Minute),
 		},
 		Consensus: Consensus{
 			// hashicorp/raft's defaults (see consensus.DefaultConfig).
@@ -279,6 +288,9 @@ func (c Config) Validate() error {
 	}
 	if c.Pinning.AbandonedAddGrace < Duration(time.Second) {
 		return errors.New("config: pinning abandoned_add_grace must be at least 1s")
+	}
+	if c.Pinning.ResumeGrace < 0 {
+		return errors.New("config: pinning resume_grace may not be negative (0 aborts an interrupted add at once)")
 	}
 	h := c.Health
 	switch {

@@ -37,6 +37,13 @@ type Writer interface {
 	Abort()
 }
 
+// BlockLimiter is implemented by a Writer whose shard must end after a
+// given number of blocks whatever its size: a resumed add replays the
+// shards it recorded, which must end where they ended the first time.
+type BlockLimiter interface {
+	MaxBlocks() int
+}
+
 // Opener begins shards. The sharded add implements it: it picks the peers
 // for the shard and opens a stream to each.
 type Opener interface {
@@ -61,7 +68,10 @@ type Cutter struct {
 	shards []Info
 	w      Writer
 	limit  int64
-	cur    Info
+	// maxBlocks, when above 0, ends the open shard after that many
+	// blocks (BlockLimiter).
+	maxBlocks int
+	cur       Info
 	// est bounds from above what the open shard will take once its list
 	// nodes are added; cur.Size counts its block sections exactly.
 	est    int64
@@ -97,7 +107,7 @@ const listOverhead = 256
 func (s *Cutter) Put(ctx context.Context, b dag.Block) error {
 	section := sectionCost(b.CID, len(b.Data))
 	cost := section + linkCost(b.CID, s.maxLinks)
-	if s.w != nil && s.est+cost > s.limit {
+	if s.w != nil && (s.est+cost > s.limit || s.maxBlocks > 0 && s.cur.Blocks >= s.maxBlocks) {
 		if err := s.closeShard(ctx); err != nil {
 			return err
 		}
@@ -128,7 +138,10 @@ func (s *Cutter) openShard(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open shard %d: %w", idx, err)
 	}
-	s.w, s.limit = w, limit
+	s.w, s.limit, s.maxBlocks = w, limit, 0
+	if bl, ok := w.(BlockLimiter); ok {
+		s.maxBlocks = bl.MaxBlocks()
+	}
 	s.cur = Info{Index: idx, Offset: s.offset}
 	s.est = listOverhead
 	s.cids = s.cids[:0]

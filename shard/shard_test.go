@@ -324,3 +324,70 @@ func TestCutterBlockTooBig(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// limitedWriter is a memWriter whose shard ends after a block count.
+type limitedWriter struct {
+	memWriter
+	max int
+}
+
+func (w *limitedWriter) MaxBlocks() int { return w.max }
+
+// replayOpener replays the first shards of an earlier cut by block count
+// (as a resumed add does) and cuts the rest by size.
+type replayOpener struct {
+	memOpener
+	counts []int
+}
+
+func (o *replayOpener) Open(_ context.Context, i int) (Writer, int64, error) {
+	if i < len(o.counts) {
+		return &limitedWriter{memWriter{o: &o.memOpener}, o.counts[i]}, 1 << 40, nil
+	}
+	return &memWriter{o: &o.memOpener}, o.limits(i), nil
+}
+
+// TestCutterReplaysByBlockCount: given the block counts of an earlier
+// cut's first shards and no size limit for them, the cutter ends them
+// where the earlier cut did: the same shard CIDs, and the same after.
+func TestCutterReplaysByBlockCount(t *testing.T) {
+	data := make([]byte, 2<<20+999)
+	rand.NewChaCha8(sha256.Sum256([]byte("replay"))).Read(data)
+	p, err := dag.Options{Chunker: "size-16384"}.Params()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := ingest.New(ingest.Config{Params: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := func(i int) int64 { return int64(300000 + (i%2)*100000) }
+	cutWith := func(o Opener) []Info {
+		cut := NewCutter(o, MaxLinks)
+		if _, err := in.File(context.Background(), bytes.NewReader(data), cut); err != nil {
+			t.Fatal(err)
+		}
+		infos, err := cut.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return infos
+	}
+	first := cutWith(&memOpener{limits: limits})
+	if len(first) < 5 {
+		t.Fatalf("%d shards: too few to replay some", len(first))
+	}
+	o := &replayOpener{memOpener: memOpener{limits: limits}}
+	for _, in := range first[:3] {
+		o.counts = append(o.counts, in.Blocks)
+	}
+	again := cutWith(o)
+	if len(again) != len(first) {
+		t.Fatalf("replayed cut has %d shards, the first %d", len(again), len(first))
+	}
+	for i := range first {
+		if again[i].CID != first[i].CID || again[i].Length != first[i].Length {
+			t.Fatalf("shard %d: %s (%d bytes), first cut %s (%d bytes)", i, again[i].CID, again[i].Length, first[i].CID, first[i].Length)
+		}
+	}
+}

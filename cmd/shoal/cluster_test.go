@@ -116,7 +116,7 @@ func (c *testCluster) addPeer(secret string) *testPeer {
 	cons["leader_lease_timeout"] = "150ms"
 	cons["commit_timeout"] = "20ms"
 	cons["wait_for_leader_timeout"] = "5s"
-	cfg["pinning"] = map[string]any{"replication_min": 1, "replication_max": 2, "abandoned_add_grace": "2s"}
+	cfg["pinning"] = map[string]any{"replication_min": 1, "replication_max": 2, "abandoned_add_grace": "2s", "resume_grace": "2s"}
 	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
 		t.Fatal(err)
 	}
