@@ -447,6 +447,12 @@ func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api
 			}
 			ps := lookup(a, sh.CID.String())
 			ss.Peers[a.String()] = ps.Status
+			if ps.Error != "" {
+				if ss.Errors == nil {
+					ss.Errors = map[string]string{}
+				}
+				ss.Errors[a.String()] = ps.Error
+			}
 			if ps.Status == api.StatusPinned {
 				pinned++
 			}

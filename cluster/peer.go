@@ -50,6 +50,7 @@ type Peer struct {
 
 	tracker        *tracker
 	monitor        *monitor
+	verifyMu       sync.Mutex // held while one shard is re-hashed (verify.go)
 	addsMu         sync.Mutex
 	active         map[string]bool // sharded adds this process is running
 	rpcTimeout     time.Duration
@@ -139,6 +140,8 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	p.host.Handle(protoWanted, serveJSON(p, p.serveWanted))
 	p.host.Handle(protoHave, serveJSON(p, p.serveHave))
 	p.host.Handle(protoMetrics, serveJSON(p, p.serveMetrics))
+	p.host.Handle(protoVerify, serveJSONFor(p, verifyRPCTimeout, p.serveVerify))
+	p.host.Handle(protoTracker, serveJSONFor(p, syncTimeout+p.rpcTimeout, p.serveTracker))
 	shards := &transfer.Server{
 		Store: p.store,
 		Free:  func() int64 { return p.localInfo().Free },
@@ -182,7 +185,8 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	if err := p.api.Start(); err != nil {
 		return nil, err
 	}
-	p.wg.Add(6)
+	p.wg.Add(7)
+	go func() { defer p.wg.Done(); p.runVerify(p.ctx) }()
 	go func() { defer p.wg.Done(); p.monitor.run(p.ctx) }()
 	go func() { defer p.wg.Done(); p.runRepairs(p.ctx) }()
 	go func() { defer p.wg.Done(); p.reapAdds(p.ctx) }()
