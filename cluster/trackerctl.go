@@ -173,7 +173,9 @@ func (b backend) onTrackers(ctx context.Context, req trackerReq, local bool) ([]
 		})
 	}
 	wg.Wait()
-	slices.SortFunc(out, func(a, b api.TrackerReport) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Peer, b.Peer)) })
+	slices.SortFunc(out, func(a, b api.TrackerReport) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Peer, b.Peer))
+	})
 	return out, nil
 }
 
