@@ -102,4 +102,3 @@ func verifyOutcome(res []api.VerifyResult) error {
 	}
 	return nil
 }
-
