@@ -359,6 +359,7 @@ func (p *Peer) localInfo() info {
 		Capacity:  capacity,
 		Used:      used,
 		Free:      max(capacity-used, 0),
+		Shards:    p.store.Count(),
 	}
 }
 

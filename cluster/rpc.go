@@ -57,6 +57,7 @@ type info struct {
 	Capacity  int64    `json:"capacity"`
 	Used      int64    `json:"used"`
 	Free      int64    `json:"free"`
+	Shards    int      `json:"shards"`
 }
 
 // statusReq asks a peer for its local state of some pins and shards.

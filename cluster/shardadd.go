@@ -217,10 +217,11 @@ func (o *shardOpener) choose(ctx context.Context, index int) ([]peer.ID, int64, 
 	var cands []allocate.Candidate
 	for _, pi := range infos {
 		if pi.err == nil && pi.info.Free >= minShardRoom {
-			cands = append(cands, allocate.Candidate{ID: pi.member.ID.String(), Free: pi.info.Free})
+			cands = append(cands, pi.candidate())
 		}
 	}
-	ids, err := allocate.Allocate(allocate.Request{Size: minShardRoom, RMin: o.rmin, RMax: o.rmax}, cands)
+	ids, err := allocate.Allocate(allocate.Request{Size: minShardRoom, RMin: o.rmin, RMax: o.rmax,
+		Strategy: o.b.p.cfg.Health.Allocator}, cands)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: shard %d: %v", api.ErrConflict, index, err)
 	}
