@@ -51,6 +51,8 @@ type Peer struct {
 	tracker        *tracker
 	monitor        *monitor
 	verifyMu       sync.Mutex // held while one shard is re-hashed (verify.go)
+	drainMu        sync.Mutex // held during a drain step (drain.go)
+	drain          *repairer
 	addsMu         sync.Mutex
 	active         map[string]bool // sharded adds this process is running
 	rpcTimeout     time.Duration

@@ -117,28 +117,7 @@ func (r *repairer) finish(ctx context.Context, gone func(peer.ID) bool) {
 			}
 		}
 	}
-	answers := map[peer.ID]map[string]api.PeerStatus{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for id, keys := range ask {
-		wg.Go(func() {
-			var out map[string]api.PeerStatus
-			var err error
-			if id == r.p.host.ID() {
-				var body any
-				body, err = r.p.serveStatus(ctx, id, statusReq{Shards: keys})
-				out, _ = body.(map[string]api.PeerStatus)
-			} else {
-				err = r.p.call(ctx, id, protoStatus, statusReq{Shards: keys}, &out)
-			}
-			if err == nil {
-				mu.Lock()
-				answers[id] = out
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	answers := r.ask(ctx, ask)
 	now := time.Now()
 	for _, rp := range repairs {
 		part, ok := st.Part(rp.Part)
@@ -178,6 +157,34 @@ func (r *repairer) finish(ctx context.Context, gone func(peer.ID) bool) {
 		}
 		r.p.log("repair %s of %s: held by %d peers (%d copied, %d failed)", rp.Part, rp.Root, len(to), len(done), len(failed))
 	}
+}
+
+// ask asks each peer for its status of the parts it maps to, one request
+// per peer, concurrently; peers that did not answer are left out.
+func (r *repairer) ask(ctx context.Context, ask map[peer.ID][]string) map[peer.ID]map[string]api.PeerStatus {
+	answers := map[peer.ID]map[string]api.PeerStatus{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for id, keys := range ask {
+		wg.Go(func() {
+			var out map[string]api.PeerStatus
+			var err error
+			if id == r.p.host.ID() {
+				var body any
+				body, err = r.p.serveStatus(ctx, id, statusReq{Shards: keys})
+				out, _ = body.(map[string]api.PeerStatus)
+			} else {
+				err = r.p.call(ctx, id, protoStatus, statusReq{Shards: keys}, &out)
+			}
+			if err == nil {
+				mu.Lock()
+				answers[id] = out
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return answers
 }
 
 func (r *repairer) avoidFor(part cid.Cid, id peer.ID, until time.Time) {
