@@ -125,7 +125,9 @@ const maxShardErrors = 3
 // statusLine is a pin's human status line:
 //
 //	CID NAME: alice pinned, bob pin_error (disk full), 12D3Koo… queued
+//	CID NAME: [degraded] alice pinned, bob pinned; shard 3 on …a1b2c3 pin_error (disk full)
 //
+// (up to maxShardErrors shards in error),
 // with the peers sorted by name, unnamed peers by ID.
 func statusLine(st api.PinStatus) string {
 	type peerState struct {
