@@ -14,6 +14,9 @@
 //  3. Peers are added until RMax is reached (every candidate when RMax is
 //     -1). Fewer than RMin peers (fewer than one for -1) is an error that
 //     says how many could take it.
+//
+// The balanced strategy (Request.Strategy) changes step 2's order to
+// fewest stored bytes, then fewest shards; balanced.go writes it out.
 package allocate
 
 import (
@@ -25,12 +28,25 @@ import (
 // Everywhere as RMin and RMax means every candidate peer.
 const Everywhere = -1
 
-// Candidate is a peer that may receive the item, with its free space in
-// bytes as its last metric said.
+// Candidate is a peer that may receive the item, with its figures as its
+// last metrics said: free space in bytes (whatever the strategy, a peer
+// without room for the item is never chosen), and for the balanced
+// strategy the bytes and shards it stores.
 type Candidate struct {
-	ID   string
-	Free int64
+	ID     string
+	Free   int64
+	Used   int64
+	Shards int
 }
+
+// Strategies: the order in which peers that do not hold the item yet are
+// taken (health.allocator in the configuration).
+const (
+	// FreeSpace: most free bytes first (this file's package comment).
+	FreeSpace = "freespace"
+	// Balanced: fewest stored bytes, then fewest shards (balanced.go).
+	Balanced = "balanced"
+)
 
 // Request describes the item to place.
 type Request struct {
@@ -42,6 +58,9 @@ type Request struct {
 	RMin, RMax int
 	// Current are the peers that hold the item now, in order.
 	Current []string
+	// Strategy orders the other candidates: FreeSpace ("" too) or
+	// Balanced.
+	Strategy string
 }
 
 // ErrNotEnoughPeers is wrapped by Allocate when fewer than RMin peers can
@@ -53,6 +72,14 @@ func Allocate(req Request, cands []Candidate) ([]string, error) {
 	if req.RMin == 0 || req.RMax == 0 || req.RMin < Everywhere || req.RMax < Everywhere ||
 		(req.RMax != Everywhere && req.RMin > req.RMax) || (req.RMin == Everywhere) != (req.RMax == Everywhere) {
 		return nil, fmt.Errorf("replication %d..%d is not valid", req.RMin, req.RMax)
+	}
+	order := byFreeSpace
+	switch req.Strategy {
+	case "", FreeSpace:
+	case Balanced:
+		order = byBalance
+	default:
+		return nil, fmt.Errorf("allocation strategy %q is not known; use %s or %s", req.Strategy, FreeSpace, Balanced)
 	}
 	fits := func(c Candidate) bool { return c.Free >= req.Size }
 	want := req.RMax
@@ -81,12 +108,7 @@ func Allocate(req Request, cands []Candidate) ([]string, error) {
 			rest = append(rest, c)
 		}
 	}
-	slices.SortFunc(rest, func(a, b Candidate) int {
-		if c := cmp.Compare(b.Free, a.Free); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
+	slices.SortFunc(rest, order)
 	for _, c := range rest {
 		if len(out) == want {
 			break
@@ -105,4 +127,9 @@ func Allocate(req Request, cands []Candidate) ([]string, error) {
 			ErrNotEnoughPeers, len(out), len(cands), req.Size, need)
 	}
 	return out, nil
+}
+
+// byFreeSpace orders by most free space, then lowest ID.
+func byFreeSpace(a, b Candidate) int {
+	return cmp.Or(cmp.Compare(b.Free, a.Free), cmp.Compare(a.ID, b.ID))
 }

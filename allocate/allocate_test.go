@@ -9,7 +9,7 @@ import (
 )
 
 func TestAllocate(t *testing.T) {
-	cands := []Candidate{{"a", 100}, {"b", 300}, {"c", 200}, {"d", 300}, {"e", 10}}
+	cands := []Candidate{{ID: "a", Free: 100}, {ID: "b", Free: 300}, {ID: "c", Free: 200}, {ID: "d", Free: 300}, {ID: "e", Free: 10}}
 	tests := []struct {
 		name string
 		req  Request
@@ -24,6 +24,7 @@ func TestAllocate(t *testing.T) {
 		{"too big for rmin", Request{Size: 250, RMin: 3, RMax: 3}, nil, "not enough peers: 2 of 5 peers can take 250 bytes, replication minimum is 3"},
 		{"rmin > rmax", Request{RMin: 3, RMax: 2}, nil, "replication 3..2 is not valid"},
 		{"zero", Request{RMin: 0, RMax: 2}, nil, "replication 0..2 is not valid"},
+		{"unknown strategy", Request{RMin: 1, RMax: 2, Strategy: "random"}, nil, `allocation strategy "random" is not known; use freespace or balanced`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,7 +12,9 @@
 //	GET    /pins                []Pin
 //	POST   /pins                PinRequest -> Pin (add or update)
 //	DELETE /pins/{cid}          Pin (the removed pin)
-//	GET    /status[?local=true] []PinStatus (NDJSON)
+//	GET    /status[?local=true][&filter=S,S]  []PinStatus (NDJSON); filter keeps
+//	                            pins with a peer in one of the states
+//	                            (StatusFilter)
 //	GET    /status/{cid}        PinStatus
 //	POST   /add?PARAMS          multipart file -> AddResult
 //	POST   /add?PARAMS&events=true  multipart file -> AddEvent per shard, then
@@ -20,6 +22,11 @@
 //	GET    /cat/{cid}           the file's bytes (offset, length)
 //	GET    /export/{cid}        the whole DAG as a CARv1 file, streamed
 //	GET    /health              {"status": "ok"}
+//	GET    /health/peers        []PeerHealth
+//	POST   /verify[?cid=C][&local=true]   []VerifyResult: re-hash stored parts
+//	POST   /recover[?cid=C][&local=true]  []TrackerReport: retry failed parts now
+//	POST   /sync[?local=true]   []TrackerReport: a full tracker pass now
+//	POST   /peers/{id}/drain    DrainProgress: one step of moving a peer's parts
 //
 // Errors are {"code": N, "message": "one sentence"} with the HTTP status N:
 // 400 for malformed input, 401 without valid credentials, 404 for an

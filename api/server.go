@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -310,11 +311,15 @@ func (s *Server) routes() http.Handler {
 		{"GET /pins", nil, s.getPins},
 		{"POST /pins", nil, s.postPin},
 		{"DELETE /pins/{cid}", nil, s.deletePin},
-		{"GET /status", []string{"local"}, s.getStatusAll},
+		{"GET /status", []string{"local", "filter"}, s.getStatusAll},
 		{"GET /status/{cid}", []string{"local"}, s.getStatus},
 		{"POST /add", addQueryParams, s.postAdd},
 		{"GET /cat/{cid}", []string{"offset", "length"}, s.getCat},
 		{"GET /export/{cid}", nil, s.getExport},
+		{"POST /verify", []string{"cid", "local"}, s.postVerify},
+		{"POST /recover", []string{"cid", "local"}, s.postRecover},
+		{"POST /sync", []string{"local"}, s.postSync},
+		{"POST /peers/{id}/drain", nil, s.postDrain},
 	}
 	allowed := map[string][]string{}
 	var paths []string
@@ -477,10 +482,15 @@ func (s *Server) getStatusAll(w http.ResponseWriter, r *http.Request, q url.Valu
 	if err != nil {
 		return err
 	}
+	filter, err := ParseStatusFilter(q.Get("filter"))
+	if err != nil {
+		return badRequest("query parameter filter: %v", err)
+	}
 	sts, err := s.b.StatusAll(r.Context(), local)
 	if err != nil {
 		return err
 	}
+	sts = slices.DeleteFunc(sts, func(st PinStatus) bool { return !filter.Match(st) })
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)

@@ -166,8 +166,10 @@ type ShardStatus struct {
 	Length      uint64   `json:"length"`
 	Allocations []string `json:"allocations"`
 	// Peers maps each allocated peer to its state for this shard: pinned,
-	// pinning, pin_error or unreachable.
+	// pinning, queued, pin_error or unreachable.
 	Peers map[string]string `json:"peers"`
+	// Errors maps the peers in pin_error (or unreachable) to why.
+	Errors map[string]string `json:"errors,omitempty"`
 }
 
 // AddParams are the DAG and tree flags of an add, sent as URL query

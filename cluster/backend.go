@@ -52,6 +52,11 @@ type peerInfo struct {
 	err    error
 }
 
+// candidate is the member as an allocator sees it.
+func (pi peerInfo) candidate() allocate.Candidate {
+	return allocate.Candidate{ID: pi.member.ID.String(), Free: pi.info.Free, Used: pi.info.Used, Shards: pi.info.Shards}
+}
+
 // survey asks every member for its info, concurrently.
 func (b backend) survey(ctx context.Context) ([]peerInfo, error) {
 	members, err := b.p.cons.Peers(ctx)
@@ -214,14 +219,15 @@ func (b backend) pin(ctx context.Context, c cid.Cid, name string, rmin, rmax int
 		var cands []allocate.Candidate
 		for _, pi := range infos {
 			if pi.err == nil {
-				cands = append(cands, allocate.Candidate{ID: pi.member.ID.String(), Free: pi.info.Free})
+				cands = append(cands, pi.candidate())
 			}
 		}
 		cur := make([]string, len(current))
 		for i, a := range current {
 			cur[i] = a.String()
 		}
-		ids, err := allocate.Allocate(allocate.Request{Size: size, RMin: rmin, RMax: rmax, Current: cur}, cands)
+		ids, err := allocate.Allocate(allocate.Request{Size: size, RMin: rmin, RMax: rmax, Current: cur,
+			Strategy: b.p.cfg.Health.Allocator}, cands)
 		if err != nil {
 			return consensus.Pin{}, fmt.Errorf("%w: pin %s: %v", api.ErrConflict, c, err)
 		}
@@ -447,6 +453,12 @@ func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api
 			}
 			ps := lookup(a, sh.CID.String())
 			ss.Peers[a.String()] = ps.Status
+			if ps.Error != "" {
+				if ss.Errors == nil {
+					ss.Errors = map[string]string{}
+				}
+				ss.Errors[a.String()] = ps.Error
+			}
 			if ps.Status == api.StatusPinned {
 				pinned++
 			}

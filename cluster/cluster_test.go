@@ -42,43 +42,10 @@ func newTestPeersWith(t *testing.T, n int, tweak func(i int, cfg *config.Config)
 // newTestPeersOpts is newTestPeersWith with a hook on each peer's Options.
 func newTestPeersOpts(t *testing.T, n int, tweak func(i int, cfg *config.Config), tweakOpts func(i int, o *Options)) []*Peer {
 	t.Helper()
-	secret := make([]byte, 32)
-	for i := range secret {
-		secret[i] = byte(i)
-	}
 	var peers []*Peer
 	var boot []ma.Multiaddr
 	for i := range n {
-		dir := filepath.Join(t.TempDir(), fmt.Sprintf("peer%d", i))
-		cfg := config.Default()
-		cfg.PeerName = fmt.Sprintf("peer%d", i)
-		cfg.Secret = hex.EncodeToString(secret)
-		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-		cfg.API.Listen = "127.0.0.1:0"
-		cfg.Pinning.ReplicationMin, cfg.Pinning.ReplicationMax = 1, 2
-		// Short enough for fast elections, long enough that two loaded
-		// cores (go test runs packages side by side under -race) do not
-		// make the leader step down mid-test.
-		cfg.Consensus.HeartbeatTimeout = config.Duration(500 * time.Millisecond)
-		cfg.Consensus.ElectionTimeout = config.Duration(500 * time.Millisecond)
-		cfg.Consensus.LeaderLeaseTimeout = config.Duration(250 * time.Millisecond)
-		cfg.Consensus.CommitTimeout = config.Duration(20 * time.Millisecond)
-		cfg.Consensus.WaitForLeaderTimeout = config.Duration(5 * time.Second)
-		if tweak != nil {
-			tweak(i, &cfg)
-		}
-		if _, err := config.Init(dir, cfg); err != nil {
-			t.Fatal(err)
-		}
-		opts := Options{Bootstrap: boot, Logger: testLogger(t, i)}
-		if tweakOpts != nil {
-			tweakOpts(i, &opts)
-		}
-		p, err := Start(context.Background(), dir, opts)
-		if err != nil {
-			t.Fatalf("start peer%d: %v", i, err)
-		}
-		t.Cleanup(func() { p.Close() })
+		p := startTestPeerOpts(t, i, boot, tweak, tweakOpts)
 		peers = append(peers, p)
 		if i == 0 {
 			a, err := ma.NewMultiaddr(p.fullAddrs()[0])
@@ -105,6 +72,53 @@ func newTestPeersOpts(t *testing.T, n int, tweak func(i int, cfg *config.Config)
 		return nil
 	})
 	return peers
+}
+
+// startTestPeer starts peer i, joining the cluster through boot (none:
+// a new cluster).
+func startTestPeer(t *testing.T, i int, boot []ma.Multiaddr, tweak func(i int, cfg *config.Config)) *Peer {
+	t.Helper()
+	return startTestPeerOpts(t, i, boot, tweak, nil)
+}
+
+// startTestPeerOpts is startTestPeer with a hook on the peer's Options.
+func startTestPeerOpts(t *testing.T, i int, boot []ma.Multiaddr, tweak func(i int, cfg *config.Config), tweakOpts func(i int, o *Options)) *Peer {
+	t.Helper()
+	secret := make([]byte, 32)
+	for i := range secret {
+		secret[i] = byte(i)
+	}
+	dir := filepath.Join(t.TempDir(), fmt.Sprintf("peer%d", i))
+	cfg := config.Default()
+	cfg.PeerName = fmt.Sprintf("peer%d", i)
+	cfg.Secret = hex.EncodeToString(secret)
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.API.Listen = "127.0.0.1:0"
+	cfg.Pinning.ReplicationMin, cfg.Pinning.ReplicationMax = 1, 2
+	// Short enough for fast elections, long enough that two loaded
+	// cores (go test runs packages side by side under -race) do not
+	// make the leader step down mid-test.
+	cfg.Consensus.HeartbeatTimeout = config.Duration(500 * time.Millisecond)
+	cfg.Consensus.ElectionTimeout = config.Duration(500 * time.Millisecond)
+	cfg.Consensus.LeaderLeaseTimeout = config.Duration(250 * time.Millisecond)
+	cfg.Consensus.CommitTimeout = config.Duration(20 * time.Millisecond)
+	cfg.Consensus.WaitForLeaderTimeout = config.Duration(5 * time.Second)
+	if tweak != nil {
+		tweak(i, &cfg)
+	}
+	if _, err := config.Init(dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Bootstrap: boot, Logger: testLogger(t, i)}
+	if tweakOpts != nil {
+		tweakOpts(i, &opts)
+	}
+	p, err := Start(context.Background(), dir, opts)
+	if err != nil {
+		t.Fatalf("start peer%d: %v", i, err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
 }
 
 func waitFor(t *testing.T, d time.Duration, fn func() error) {

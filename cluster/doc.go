@@ -22,6 +22,12 @@
 //   - reaper: aborts adds that can never finish (owner restarted, left, or
 //     unreachable past pinning.abandoned_add_grace); only the leader reaps
 //     others' adds.
+//   - monitor (monitor.go): heartbeats with metrics; repairer (repair.go):
+//     the leader re-allocates parts whose live holders fell below rmin;
+//     drain (drain.go): the same ops empty a peer before its removal.
+//   - verification (verify.go): re-hashes stored parts on demand and every
+//     health.verify_interval; a damaged part is quarantined and the
+//     tracker fetches it again. trackerctl.go: recover and sync.
 //
 // Peer-to-peer protocols, all gated by membership (package p2p):
 //
@@ -33,9 +39,14 @@
 //	/shoal/addrs/1    addresses this peer knows of another
 //	/shoal/removed/1  "you were removed from the cluster"
 //	/shoal/wanted/1   which store keys the leader's state still wants
+//	/shoal/have/1     which of some CIDs this peer stores
+//	/shoal/metrics/1  a heartbeat with this peer's metrics
+//	/shoal/verify/1   verify the parts this peer stores (long: 6 h bound)
+//	/shoal/tracker/1  retry failures now (recover) or walk everything (sync)
 //
 // Goroutines: Start runs the tracker (once the state has caught up with
-// the log the peer started with: consensus.CaughtUp), the membership watch, the peerstore
+// the log the peer started with: consensus.CaughtUp), the monitor, the
+// repairer, the periodic verification, the membership watch, the peerstore
 // saver and the reaper, each until Close, which stops the API first, then
 // them, then consensus, the host and the store, and waits for all.
 package cluster

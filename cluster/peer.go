@@ -57,6 +57,9 @@ type Peer struct {
 	tracker        *tracker
 	monitor        *monitor
 	receiver       *transfer.Server // shards other peers send
+	verifyMu       sync.Mutex       // held while one shard is re-hashed (verify.go)
+	drainMu        sync.Mutex       // held during a drain step (drain.go)
+	drain          *repairer
 	addsMu         sync.Mutex
 	active         map[string]bool // sharded adds this process is running
 	interrupted    map[string]interruptedAdd
@@ -151,6 +154,8 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	p.host.Handle(protoWanted, serveJSON(p, p.serveWanted))
 	p.host.Handle(protoHave, serveJSON(p, p.serveHave))
 	p.host.Handle(protoMetrics, serveJSON(p, p.serveMetrics))
+	p.host.Handle(protoVerify, serveJSONFor(p, verifyRPCTimeout, p.serveVerify))
+	p.host.Handle(protoTracker, serveJSONFor(p, syncTimeout+p.rpcTimeout, p.serveTracker))
 	p.receiver = &transfer.Server{
 		Store: p.store,
 		// The room before reservations: the server subtracts the
@@ -201,7 +206,8 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	if err := p.api.Start(); err != nil {
 		return nil, err
 	}
-	p.wg.Add(6)
+	p.wg.Add(7)
+	go func() { defer p.wg.Done(); p.runVerify(p.ctx) }()
 	go func() { defer p.wg.Done(); p.monitor.run(p.ctx) }()
 	go func() { defer p.wg.Done(); p.runRepairs(p.ctx) }()
 	go func() { defer p.wg.Done(); p.reapAdds(p.ctx) }()
@@ -383,6 +389,7 @@ func (p *Peer) localInfo() info {
 		Used:      used,
 		Reserved:  reserved,
 		Free:      max(capacity-used-reserved, 0),
+		Shards:    p.store.Count(),
 	}
 }
 

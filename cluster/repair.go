@@ -119,28 +119,7 @@ func (r *repairer) finish(ctx context.Context, gone func(peer.ID) bool) {
 			}
 		}
 	}
-	answers := map[peer.ID]map[string]api.PeerStatus{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for id, keys := range ask {
-		wg.Go(func() {
-			var out map[string]api.PeerStatus
-			var err error
-			if id == r.p.host.ID() {
-				var body any
-				body, err = r.p.serveStatus(ctx, id, statusReq{Shards: keys})
-				out, _ = body.(map[string]api.PeerStatus)
-			} else {
-				err = r.p.call(ctx, id, protoStatus, statusReq{Shards: keys}, &out)
-			}
-			if err == nil {
-				mu.Lock()
-				answers[id] = out
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	answers := r.ask(ctx, ask)
 	now := time.Now()
 	for _, rp := range repairs {
 		part, ok := st.Part(rp.Part)
@@ -182,6 +161,34 @@ func (r *repairer) finish(ctx context.Context, gone func(peer.ID) bool) {
 	}
 }
 
+// ask asks each peer for its status of the parts it maps to, one request
+// per peer, concurrently; peers that did not answer are left out.
+func (r *repairer) ask(ctx context.Context, ask map[peer.ID][]string) map[peer.ID]map[string]api.PeerStatus {
+	answers := map[peer.ID]map[string]api.PeerStatus{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for id, keys := range ask {
+		wg.Go(func() {
+			var out map[string]api.PeerStatus
+			var err error
+			if id == r.p.host.ID() {
+				var body any
+				body, err = r.p.serveStatus(ctx, id, statusReq{Shards: keys})
+				out, _ = body.(map[string]api.PeerStatus)
+			} else {
+				err = r.p.call(ctx, id, protoStatus, statusReq{Shards: keys}, &out)
+			}
+			if err == nil {
+				mu.Lock()
+				answers[id] = out
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return answers
+}
+
 func (r *repairer) avoidFor(part cid.Cid, id peer.ID, until time.Time) {
 	if r.avoid[part] == nil {
 		r.avoid[part] = map[peer.ID]time.Time{}
@@ -201,14 +208,9 @@ func (r *repairer) avoided(part cid.Cid, id peer.ID) bool {
 // start commits repairs for the parts whose live holders fell below rmin.
 func (r *repairer) start(ctx context.Context, members []consensus.Member, gone func(peer.ID) bool) error {
 	st := r.p.cons.State()
-	// Candidates: live members with fresh metrics. free is reduced as
-	// this round assigns parts, so one round does not overfill a peer.
-	free := map[peer.ID]int64{}
-	for _, m := range members {
-		if met, _, fresh := r.p.monitor.metrics(m.ID); fresh && !gone(m.ID) {
-			free[m.ID] = met.Free
-		}
-	}
+	// Candidates: live members with fresh metrics. Their figures change
+	// as this round assigns parts, so one round does not overfill a peer.
+	free := r.candidates(members, gone)
 	inRepair := map[cid.Cid]bool{}
 	for _, rp := range st.Repairs() {
 		inRepair[rp.Part] = true
@@ -266,9 +268,7 @@ func (r *repairer) start(ctx context.Context, members []consensus.Member, gone f
 				continue
 			}
 			inRepair[pt.c] = true
-			for _, id := range pending {
-				free[id] -= pt.size
-			}
+			assign(free, pending, pt.size)
 			started++
 			r.p.log("repair %s of %s: %d of %d holders live (rmin %d); copying to %v", pt.c, p.CID, len(live), len(pt.holders), p.RMin, pending)
 		}
@@ -280,25 +280,49 @@ func (r *repairer) start(ctx context.Context, members []consensus.Member, gone f
 	return nil
 }
 
+// candidates are the live members with fresh metrics, as the allocator
+// sees them.
+func (r *repairer) candidates(members []consensus.Member, gone func(peer.ID) bool) map[peer.ID]allocate.Candidate {
+	out := map[peer.ID]allocate.Candidate{}
+	for _, m := range members {
+		if met, _, fresh := r.p.monitor.metrics(m.ID); fresh && !gone(m.ID) {
+			out[m.ID] = allocate.Candidate{ID: m.ID.String(), Free: met.Free, Used: met.Used, Shards: met.Shards}
+		}
+	}
+	return out
+}
+
+// assign counts a part of size bytes as stored on peers.
+func assign(cands map[peer.ID]allocate.Candidate, peers []peer.ID, size int64) {
+	for _, id := range peers {
+		if c, ok := cands[id]; ok {
+			c.Free, c.Used, c.Shards = c.Free-size, c.Used+size, c.Shards+1
+			cands[id] = c
+		}
+	}
+}
+
 // choose picks the new holders of a part: up to rmax with the live ones,
 // at least one, among the candidates with room that are not avoided.
-func (r *repairer) choose(part cid.Cid, size int64, rmin, rmax int, live []peer.ID, free map[peer.ID]int64) ([]peer.ID, error) {
+func (r *repairer) choose(part cid.Cid, size int64, rmin, rmax int, live []peer.ID, free map[peer.ID]allocate.Candidate) ([]peer.ID, error) {
 	var cands []allocate.Candidate
 	cur := make([]string, len(live))
 	for i, id := range live {
 		cur[i] = id.String()
 	}
-	for id, f := range free {
+	for id, c := range free {
 		if !r.avoided(part, id) || slices.Contains(live, id) {
-			cands = append(cands, allocate.Candidate{ID: id.String(), Free: f})
+			cands = append(cands, c)
 		}
 	}
 	slices.SortFunc(cands, func(a, b allocate.Candidate) int { return cmp.Compare(a.ID, b.ID) })
 	// Ask for rmin, else for one more than the live holders: a part below
 	// its minimum gains what it can.
-	ids, err := allocate.Allocate(allocate.Request{Size: size, RMin: rmin, RMax: rmax, Current: cur}, cands)
+	strategy := r.p.cfg.Health.Allocator
+	ids, err := allocate.Allocate(allocate.Request{Size: size, RMin: rmin, RMax: rmax, Current: cur, Strategy: strategy}, cands)
 	if err != nil {
-		ids, err = allocate.Allocate(allocate.Request{Size: size, RMin: len(live) + 1, RMax: max(rmax, len(live)+1), Current: cur}, cands)
+		ids, err = allocate.Allocate(allocate.Request{Size: size, RMin: len(live) + 1, RMax: max(rmax, len(live)+1),
+			Current: cur, Strategy: strategy}, cands)
 	}
 	if err != nil {
 		return nil, err

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/config"
@@ -194,4 +197,101 @@ func TestShardAddReplacesFailedReceiver(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRepairAvoidsBrokenPeer: a fourth peer joins after a sharded add
+// with the most free space, so the allocator picks it first for every
+// repair, but its store cannot write (its tmp/ directory is a file). When
+// a holder stops, the repairs tried on it end in pin_error, the repairer
+// avoids it for those parts and copies them to the peer that can take
+// them instead; the broken peer is left holding nothing.
+func TestRepairAvoidsBrokenPeer(t *testing.T) {
+	peers := newTestPeersWith(t, 3, fastHealth)
+	ctx := context.Background()
+	data := seeded("broken", 3<<20+5)
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "f", Chunker: "size-65536",
+		Shard: true, ShardSize: 1 << 20, RMin: 2, RMax: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := cid.Decode(res.CID)
+	waitApplied(t, peers, root)
+	boot, _ := ma.NewMultiaddr(peers[0].fullAddrs()[0])
+	broken := startTestPeer(t, 3, []ma.Multiaddr{boot}, func(i int, cfg *config.Config) {
+		fastHealth(i, cfg)
+		cfg.Capacity = "100GiB"
+	})
+	tmp := filepath.Join(broken.dir, config.StoreDir, "tmp")
+	if err := os.RemoveAll(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	leader := peers[0].cons.Leader()
+	var stopped *Peer
+	for _, p := range peers {
+		if p.ID() != leader {
+			stopped = p
+			break
+		}
+	}
+	pin, _ := peers[0].cons.State().Get(root)
+	affected := 0
+	for _, sh := range pin.Shards {
+		if slices.Contains(sh.Allocations, stopped.ID()) {
+			affected++
+		}
+	}
+	if affected == 0 {
+		t.Fatal("the stopped peer holds no shard: the test would prove nothing")
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if _, _, fresh := peers[0].monitor.metrics(broken.ID()); !fresh {
+			return fmt.Errorf("no heartbeat from the new peer yet")
+		}
+		return nil
+	})
+	stopped.Close()
+	var live []*Peer
+	for _, p := range peers {
+		if p != stopped {
+			live = append(live, p)
+		}
+	}
+	st := live[0].cons.State()
+	triedBroken := false
+	waitFor(t, 30*time.Second, func() error {
+		for _, r := range st.Repairs() {
+			triedBroken = triedBroken || slices.Contains(r.Pending, broken.ID())
+		}
+		if _, n := broken.tracker.failures(); n > 0 {
+			triedBroken = true
+		}
+		if len(st.Repairs()) > 0 {
+			return fmt.Errorf("%d repairs in progress", len(st.Repairs()))
+		}
+		p, _ := st.Get(root)
+		for i, sh := range p.Shards {
+			if slices.Contains(sh.Allocations, broken.ID()) {
+				return fmt.Errorf("shard %d allocated to the broken peer", i)
+			}
+			n := 0
+			for _, lp := range live {
+				if slices.Contains(sh.Allocations, lp.ID()) && lp.store.HasShard(sh.CID.String()) {
+					n++
+				}
+			}
+			if n != 2 {
+				return fmt.Errorf("shard %d: %d live holders storing it, allocated to %v", i, n, sh.Allocations)
+			}
+		}
+		return nil
+	})
+	if !triedBroken {
+		t.Fatal("the broken peer was never chosen: the test proved nothing")
+	}
+	if n := broken.store.Count(); n != 0 {
+		t.Fatalf("the broken peer stores %d shards", n)
+	}
 }

@@ -60,6 +60,7 @@ type info struct {
 	// capacity - used - reserved.
 	Reserved int64 `json:"reserved"`
 	Free     int64 `json:"free"`
+	Shards   int   `json:"shards"`
 }
 
 // statusReq asks a peer for its local state of some pins and shards.
@@ -71,7 +72,13 @@ type statusReq struct {
 // call sends one JSON request on a new stream of proto and decodes one
 // JSON answer into out. An answer {"error": "..."} becomes an error.
 func (p *Peer) call(ctx context.Context, to peer.ID, proto protocol.ID, req, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, p.rpcTimeout)
+	return p.callFor(ctx, to, proto, req, out, p.rpcTimeout)
+}
+
+// callFor is call with a timeout of its own, for requests that take long
+// (verify, sync); the handler must be served by serveJSONFor with as long.
+func (p *Peer) callFor(ctx context.Context, to peer.ID, proto protocol.ID, req, out any, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	s, err := p.host.NewStream(ctx, to, proto)
 	if err != nil {
@@ -101,9 +108,14 @@ func (p *Peer) call(ctx context.Context, to peer.ID, proto protocol.ID, req, out
 
 // serveJSON wraps a request handler as a stream handler for call.
 func serveJSON[Req any](p *Peer, fn func(ctx context.Context, from peer.ID, req Req) (any, error)) network.StreamHandler {
+	return serveJSONFor(p, p.rpcTimeout, fn)
+}
+
+// serveJSONFor is serveJSON for requests that may take up to timeout.
+func serveJSONFor[Req any](p *Peer, timeout time.Duration, fn func(ctx context.Context, from peer.ID, req Req) (any, error)) network.StreamHandler {
 	return func(s network.Stream) {
 		defer s.Close()
-		_ = s.SetDeadline(time.Now().Add(p.rpcTimeout))
+		_ = s.SetDeadline(time.Now().Add(timeout))
 		var req Req
 		var resp struct {
 			Error string `json:"error,omitempty"`

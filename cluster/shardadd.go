@@ -239,10 +239,11 @@ func (o *shardOpener) choose(ctx context.Context, index int) ([]peer.ID, int64, 
 	var cands []allocate.Candidate
 	for _, pi := range infos {
 		if pi.err == nil && pi.info.Free >= minShardRoom {
-			cands = append(cands, allocate.Candidate{ID: pi.member.ID.String(), Free: pi.info.Free})
+			cands = append(cands, pi.candidate())
 		}
 	}
-	ids, err := allocate.Allocate(allocate.Request{Size: minShardRoom, RMin: o.rmin, RMax: o.rmax}, cands)
+	ids, err := allocate.Allocate(allocate.Request{Size: minShardRoom, RMin: o.rmin, RMax: o.rmax,
+		Strategy: o.b.p.cfg.Health.Allocator}, cands)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: shard %d: %v", api.ErrConflict, index, err)
 	}
@@ -402,11 +403,12 @@ func (o *shardOpener) replace(ctx context.Context, info shard.Info, nodes []dag.
 	for _, pi := range infos {
 		id := pi.member.ID
 		if pi.err == nil && pi.info.Free >= info.Size && !slices.Contains(have, id) && !slices.Contains(tried, id) {
-			cands = append(cands, allocate.Candidate{ID: id.String(), Free: pi.info.Free})
+			cands = append(cands, pi.candidate())
 		}
 	}
 	need := o.rmin - len(have)
-	ids, err := allocate.Allocate(allocate.Request{Size: info.Size, RMin: need, RMax: max(o.rmax-len(have), need)}, cands)
+	ids, err := allocate.Allocate(allocate.Request{Size: info.Size, RMin: need, RMax: max(o.rmax-len(have), need),
+		Strategy: o.b.p.cfg.Health.Allocator}, cands)
 	if err != nil {
 		return nil, []error{fmt.Errorf("replace the failed receivers of shard %d: %w", info.Index, err)}
 	}

@@ -56,6 +56,12 @@ type tracker struct {
 	nextRetry time.Time // no failure is due before
 	fetching  cid.Cid
 
+	// recheckKeys are store keys to check next round (a part quarantined
+	// by a verification); syncWaiters are closed once a round walked the
+	// whole state and store (shoal sync).
+	recheckKeys []cid.Cid
+	syncWaiters []chan struct{}
+
 	kick chan struct{}
 
 	queueLen atomic.Int64 // len(queue), for metrics
@@ -248,10 +254,21 @@ func (t *tracker) run(ctx context.Context) {
 // round does one reconciliation pass: look at what changed (or at
 // everything), then fetch up to haveBatch queued pins.
 func (t *tracker) round(ctx context.Context) {
+	t.mu.Lock()
+	waiters, recheck := t.syncWaiters, t.recheckKeys
+	t.syncWaiters, t.recheckKeys = nil, nil
+	t.mu.Unlock()
+	// Waiters learn the round's outcome before its fetches, which may
+	// take long; an interrupted walk releases them too (ctx ended).
+	defer func() {
+		for _, w := range waiters {
+			close(w)
+		}
+	}()
 	st := t.p.cons.State()
 	keys, next, complete := st.Changes(t.since)
 	t.since = next
-	if !complete || time.Since(t.lastFull) >= fullEvery {
+	if !complete || len(waiters) > 0 || time.Since(t.lastFull) >= fullEvery {
 		t.lastFull = time.Now()
 		if !t.full(ctx) {
 			t.since = 0 // interrupted: walk again next time
@@ -262,10 +279,18 @@ func (t *tracker) round(ctx context.Context) {
 			t.check(k)
 		}
 	}
+	for _, k := range recheck {
+		t.check(k)
+	}
 	for _, k := range t.unguarded(ctx) {
 		t.check(k)
 	}
 	t.retryDue()
+	t.queueLen.Store(int64(len(t.queue)))
+	for _, w := range waiters {
+		close(w)
+	}
+	waiters = nil
 	t.fetchQueued(ctx)
 	t.queueLen.Store(int64(len(t.queue)))
 }
@@ -478,8 +503,8 @@ func (t *tracker) fetchQueued(ctx context.Context) {
 		t.queue = nil // let the array go
 	}
 	for _, it := range parts {
-		if ctx.Err() != nil {
-			t.enqueue(it.c)
+		if ctx.Err() != nil || t.syncWanted() {
+			t.enqueue(it.c) // a sync waits for the next round: keep it short
 			continue
 		}
 		t.fetch(ctx, it.c, func() error { return t.copyPart(ctx, it.c, it.part) })

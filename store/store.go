@@ -611,19 +611,7 @@ func (s *Store) Delete(key string) error {
 	}
 	s.mu.Lock()
 	if mhs == nil {
-		for k, l := range s.index {
-			if l.sh == sh {
-				mhs = append(mhs, k)
-			}
-		}
-		for k, ls := range s.dups {
-			for _, l := range ls {
-				if l.sh == sh {
-					mhs = append(mhs, k)
-					break
-				}
-			}
-		}
+		mhs = s.locsIn(sh)
 	}
 	s.remove(sh, mhs)
 	s.mu.Unlock()

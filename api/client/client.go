@@ -211,7 +211,20 @@ func (c *Client) StatusAll(ctx context.Context, local bool) ([]api.PinStatus, er
 // it, so that a large pinset is never held whole. An error from fn stops
 // the stream and is returned.
 func (c *Client) StreamStatus(ctx context.Context, local bool, fn func(api.PinStatus) error) error {
-	resp, err := c.send(ctx, http.MethodGet, c.url(localQuery(local), "status"), nil, "")
+	return c.StreamStatusFiltered(ctx, local, nil, fn)
+}
+
+// StreamStatusFiltered is StreamStatus of the pins that pass filter (nil:
+// every pin), filtered by the peer.
+func (c *Client) StreamStatusFiltered(ctx context.Context, local bool, filter api.StatusFilter, fn func(api.PinStatus) error) error {
+	q := localQuery(local)
+	if len(filter) > 0 {
+		if q == nil {
+			q = url.Values{}
+		}
+		q.Set("filter", filter.String())
+	}
+	resp, err := c.send(ctx, http.MethodGet, c.url(q, "status"), nil, "")
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,11 @@ func (b *cliBackend) RemovePeer(_ context.Context, id string) error {
 	return nil
 }
 
+// Drain reports that the peer holds nothing.
+func (b *cliBackend) Drain(_ context.Context, id string) (api.DrainProgress, error) {
+	return api.DrainProgress{Peer: id}, nil
+}
+
 func (b *cliBackend) Pin(_ context.Context, req api.PinRequest) (api.Pin, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

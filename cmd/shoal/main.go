@@ -1,6 +1,7 @@
 // Command shoal is the one binary of a shoal cluster: it creates and runs
 // peers (init, daemon), adds files, and talks to a running peer through its
-// REST API (id, peers, pin, status; --api names the peer), and works on a
+// REST API (id, peers, pin, status, verify, recover, sync, health; --api names
+// the peer), and works on a
 // stopped peer's consensus state (state export, import, cleanup). It parses
 // flags and wires packages together; the logic lives in those packages.
 package main
@@ -47,6 +48,9 @@ func newRootCmd() *cobra.Command {
 		newHealthCmd(&g),
 		newPinCmd(&g),
 		newStatusCmd(&g),
+		newVerifyCmd(&g),
+		newRecoverCmd(&g),
+		newSyncCmd(&g),
 		newCatCmd(&g),
 		newGetCmd(&g),
 		newExportCmd(&g),

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +17,7 @@ import (
 
 func newStatusCmd(g *apiFlags) *cobra.Command {
 	var asJSON, local bool
+	var filterArg string
 	cmd := &cobra.Command{
 		Use:   "status [CID]",
 		Short: "Show each pin's state on the peers that should hold it",
@@ -24,7 +26,9 @@ allocated peer's state, one of queued, pinning, pinned, pin_error, unpinning,
 unpinned, remote or unreachable, with the error where there is one.
 
 With --local the answering peer reports only its own view, without asking the
-others.`,
+others. --filter (without CID) lists only the pins with a peer, for the pin or for
+one of its shards, in one of the given states: a comma-separated list of queued,
+pinning, pinned, pin_error (or error), unpinning, unpinned, remote, unreachable.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return fmt.Errorf("%s takes at most one CID, got %d arguments", name(cmd), len(args))
@@ -32,6 +36,13 @@ others.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			filter, err := api.ParseStatusFilter(filterArg)
+			if err != nil {
+				return fmt.Errorf("--filter: %w", err)
+			}
+			if filter != nil && len(args) == 1 {
+				return fmt.Errorf("%s --filter selects among all pins; give no CID with it", name(cmd))
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -53,7 +64,7 @@ others.`,
 			// The stream is printed as it arrives: a pinset may be large.
 			w := bufio.NewWriter(out)
 			list := &jsonList{w: w}
-			err = c.StreamStatus(cmd.Context(), local, func(st api.PinStatus) error {
+			err = c.StreamStatusFiltered(cmd.Context(), local, filter, func(st api.PinStatus) error {
 				if asJSON {
 					return list.add(st)
 				}
@@ -74,6 +85,7 @@ others.`,
 	}
 	cmd.Flags().BoolVar(&local, "local", false, "only the answering peer's own view")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the states as JSON (an array without CID)")
+	cmd.Flags().StringVar(&filterArg, "filter", "", "only pins with a peer in one of these states (comma-separated)")
 	return cmd
 }
 
@@ -88,7 +100,11 @@ func printShards(w io.Writer, st api.PinStatus) error {
 	for _, sh := range st.Shards {
 		var peers []string
 		for _, a := range sh.Allocations {
-			peers = append(peers, shortID(a)+" "+cmp.Or(sh.Peers[a], "-"))
+			p := shortID(a) + " " + cmp.Or(sh.Peers[a], "-")
+			if e := sh.Errors[a]; e != "" {
+				p += " (" + e + ")"
+			}
+			peers = append(peers, p)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d-%d\t%s\n", sh.Index, sh.CID, sh.Size, sh.Offset, sh.Offset+sh.Length, strings.Join(peers, ", "))
 	}
@@ -103,10 +119,15 @@ func shortID(id string) string {
 	return "…" + id[len(id)-6:]
 }
 
+// maxShardErrors is how many shard errors a status line shows.
+const maxShardErrors = 3
+
 // statusLine is a pin's human status line:
 //
 //	CID NAME: alice pinned, bob pin_error (disk full), 12D3Koo… queued
+//	CID NAME: [degraded] alice pinned, bob pinned; shard 3 on …a1b2c3 pin_error (disk full)
 //
+// (up to maxShardErrors shards in error),
 // with the peers sorted by name, unnamed peers by ID.
 func statusLine(st api.PinStatus) string {
 	type peerState struct {
@@ -143,6 +164,28 @@ func statusLine(st api.PinStatus) string {
 		if p.ps.Error != "" {
 			fmt.Fprintf(&b, " (%s)", p.ps.Error)
 		}
+	}
+	// Shards in error, which a one-line listing would otherwise hide.
+	shown, more := 0, 0
+	for _, sh := range st.Shards {
+		ids := slices.Sorted(maps.Keys(sh.Peers))
+		for _, id := range ids {
+			if sh.Peers[id] != api.StatusPinError {
+				continue
+			}
+			if shown == maxShardErrors {
+				more++
+				continue
+			}
+			shown++
+			fmt.Fprintf(&b, "; shard %d on %s pin_error", sh.Index, shortID(id))
+			if e := sh.Errors[id]; e != "" {
+				fmt.Fprintf(&b, " (%s)", e)
+			}
+		}
+	}
+	if more > 0 {
+		fmt.Fprintf(&b, "; %d more shard errors", more)
 	}
 	return b.String()
 }

@@ -1,0 +1,171 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/config"
+)
+
+// corruptShard flips one byte in the middle of the data of peer p's
+// stored shard key, on disk.
+func corruptShard(t *testing.T, p *Peer, key string) {
+	t.Helper()
+	path := filepath.Join(p.dir, config.StoreDir, "shards", key+".car")
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	off := 4096 + (fi.Size()-4096)/2
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{^b[0]}, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitApplied waits until every peer's state shows the pin root.
+func waitApplied(t *testing.T, peers []*Peer, root cid.Cid) {
+	t.Helper()
+	waitFor(t, 10*time.Second, func() error {
+		for _, p := range peers {
+			if _, ok := p.cons.State().Get(root); !ok {
+				return fmt.Errorf("%s has not applied the pin of %s", p.cfg.PeerName, root)
+			}
+		}
+		return nil
+	})
+}
+
+// TestVerifyRepairs: a byte flipped in one stored shard is reported by
+// Verify of the pin (every peer) as exactly that part corrupt on exactly
+// that peer, everything else ok; the shard is quarantined and fetched
+// again, a second Verify finds everything ok, and the file reads back
+// identical.
+func TestVerifyRepairs(t *testing.T) {
+	peers := newTestPeersWith(t, 3, fastHealth)
+	ctx := context.Background()
+	data := seeded("verify", 3<<20+99)
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "v", Chunker: "size-65536",
+		Shard: true, ShardSize: 1 << 20, RMin: 2, RMax: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := cid.Decode(res.CID)
+	waitApplied(t, peers, root)
+	pin, _ := peers[0].cons.State().Get(root)
+	sh := pin.Shards[1]
+	var victim *Peer
+	for _, p := range peers {
+		if slices.Contains(sh.Allocations, p.ID()) {
+			victim = p
+			break
+		}
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if !victim.store.HasShard(sh.CID.String()) {
+			return fmt.Errorf("%s does not hold shard 1 yet", victim.cfg.PeerName)
+		}
+		return nil
+	})
+	corruptShard(t, victim, sh.CID.String())
+
+	// Asked through another peer: the RPC path.
+	asker := peers[0]
+	if asker == victim {
+		asker = peers[1]
+	}
+	got, err := backend{asker}.Verify(ctx, res.CID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := 1 + len(pin.Shards) // the cluster-DAG and the shards
+	if len(got) != 2*parts {
+		t.Fatalf("%d results, want %d (every part on its 2 holders): %+v", len(got), 2*parts, got)
+	}
+	for _, r := range got {
+		damaged := r.Peer == victim.ID().String() && r.Part == sh.CID.String()
+		switch {
+		case damaged && (r.Status != api.VerifyCorrupt || r.Kind != api.PartShard || r.Root != res.CID ||
+			!strings.HasPrefix(r.Error, "shard "+sh.CID.String()+": ")):
+			t.Errorf("damaged part: %+v", r)
+		case !damaged && (r.Status != api.VerifyOK || r.Error != ""):
+			t.Errorf("healthy part: %+v", r)
+		}
+	}
+	if q := victim.store.Quarantined(); len(q) != 1 || q[0].Key != sh.CID.String() {
+		t.Fatalf("quarantined: %+v", q)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		got, err := backend{victim}.Verify(ctx, res.CID, true)
+		if err != nil {
+			return err
+		}
+		for _, r := range got {
+			if r.Status != api.VerifyOK {
+				return fmt.Errorf("%s: %s %s", r.Part, r.Status, r.Error)
+			}
+		}
+		return nil
+	})
+	var out bufWriter
+	if err := (backend{victim}).Cat(ctx, res.CID, 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+		t.Fatalf("read back: %v (%d of %d bytes)", err, out.Len(), len(data))
+	}
+
+	// Input errors.
+	if _, err := (backend{asker}).Verify(ctx, sh.CID.String(), false); err == nil ||
+		err.Error() != fmt.Sprintf("bad request: %s is part of the sharded pin %s; verify %s instead", sh.CID, res.CID, res.CID) {
+		t.Errorf("verify of a shard: %v", err)
+	}
+}
+
+// TestPeriodicVerify: with health.verify_interval set, each peer finds
+// and repairs a damaged shard by itself.
+func TestPeriodicVerify(t *testing.T) {
+	peers := newTestPeersWith(t, 2, func(i int, cfg *config.Config) {
+		fastHealth(i, cfg)
+		cfg.Health.VerifyInterval = config.Duration(500 * time.Millisecond)
+	})
+	ctx := context.Background()
+	data := seeded("periodic", 1<<20+5)
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "p", Chunker: "size-65536",
+		Shard: true, ShardSize: 512 << 10, RMin: 2, RMax: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := cid.Decode(res.CID)
+	waitApplied(t, peers, root)
+	pin, _ := peers[1].cons.State().Get(root)
+	key := pin.Shards[0].CID.String()
+	waitFor(t, 10*time.Second, func() error {
+		if !peers[1].store.HasShard(key) {
+			return fmt.Errorf("peer1 does not hold shard 0 yet")
+		}
+		return nil
+	})
+	corruptShard(t, peers[1], key)
+	waitFor(t, 20*time.Second, func() error {
+		if q := peers[1].store.Quarantined(); len(q) != 1 || q[0].Key != key {
+			return fmt.Errorf("quarantined: %+v", q)
+		}
+		if !peers[1].store.HasShard(key) {
+			return fmt.Errorf("not fetched again yet")
+		}
+		return peers[1].store.Verify(ctx, key)
+	})
+}
