@@ -320,6 +320,7 @@ func (s *Server) routes() http.Handler {
 		{"POST /recover", []string{"cid", "local"}, s.postRecover},
 		{"POST /sync", []string{"local"}, s.postSync},
 		{"POST /peers/{id}/drain", nil, s.postDrain},
+		{"POST /rebalance", []string{"dry-run", "tolerance"}, s.postRebalance},
 	}
 	allowed := map[string][]string{}
 	var paths []string

@@ -60,6 +60,7 @@ type Peer struct {
 	verifyMu       sync.Mutex       // held while one shard is re-hashed (verify.go)
 	drainMu        sync.Mutex       // held during a drain step (drain.go)
 	drain          *repairer
+	rebal          *rebalancer
 	addsMu         sync.Mutex
 	active         map[string]bool // sharded adds this process is running
 	interrupted    map[string]interruptedAdd

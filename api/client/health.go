@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/shoal-project/shoal/api"
 )
@@ -47,5 +48,20 @@ func (c *Client) Sync(ctx context.Context, local bool) ([]api.TrackerReport, err
 func (c *Client) Drain(ctx context.Context, id string) (api.DrainProgress, error) {
 	var out api.DrainProgress
 	err := c.do(ctx, http.MethodPost, c.url(nil, "peers", id, "drain"), nil, "", &out)
+	return out, err
+}
+
+// Rebalance takes one step of moving parts toward emptier peers; dryRun
+// only plans; tolerance 0 is automatic.
+func (c *Client) Rebalance(ctx context.Context, dryRun bool, tolerance int64) (api.RebalanceProgress, error) {
+	q := url.Values{}
+	if dryRun {
+		q.Set("dry-run", "true")
+	}
+	if tolerance > 0 {
+		q.Set("tolerance", strconv.FormatInt(tolerance, 10))
+	}
+	var out api.RebalanceProgress
+	err := c.do(ctx, http.MethodPost, c.url(q, "rebalance"), nil, "", &out)
 	return out, err
 }

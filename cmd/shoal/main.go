@@ -46,6 +46,7 @@ func newRootCmd() *cobra.Command {
 		newIDCmd(&g),
 		newPeersCmd(&g),
 		newHealthCmd(&g),
+		newRebalanceCmd(&g),
 		newPinCmd(&g),
 		newStatusCmd(&g),
 		newVerifyCmd(&g),

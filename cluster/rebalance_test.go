@@ -1,0 +1,112 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/shoal-project/shoal/api"
+)
+
+// TestRebalance: three peers hold a sharded file; a fourth, empty peer
+// joins. A dry run plans moves to it and changes nothing; rebalancing then
+// moves shards to it until the free-space spread is within tolerance,
+// never leaving a shard below rmin in the state, and the file reads back.
+func TestRebalance(t *testing.T) {
+	peers := newTestPeersWith(t, 3, fastHealth)
+	ctx := context.Background()
+	data := seeded("rebalance", 9<<20+11)
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "f", Chunker: "size-65536",
+		Shard: true, ShardSize: 1 << 20, RMin: 2, RMax: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := cid.Decode(res.CID)
+	boot, _ := ma.NewMultiaddr(peers[0].fullAddrs()[0])
+	fresh := startTestPeer(t, 3, []ma.Multiaddr{boot}, fastHealth)
+	peers = append(peers, fresh)
+	b := backend{peers[0]}
+	waitFor(t, 10*time.Second, func() error {
+		for _, p := range peers {
+			if _, _, ok := peers[0].monitor.metrics(p.ID()); !ok {
+				return fmt.Errorf("no fresh metrics from %s", p.cfg.PeerName)
+			}
+		}
+		return nil
+	})
+
+	plan, err := b.Rebalance(ctx, true, 0)
+	if err != nil || len(plan.Moves) == 0 {
+		t.Fatalf("dry run: %v, %+v", err, plan)
+	}
+	for _, m := range plan.Moves {
+		if m.To != fresh.ID().String() {
+			t.Fatalf("dry run moves %s to %s, not to the empty peer", m.Part, m.To)
+		}
+	}
+	if len(peers[0].cons.State().Repairs()) != 0 {
+		t.Fatal("a dry run started copies")
+	}
+
+	st := peers[0].cons.State()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		pr, err := b.Rebalance(ctx, false, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pr.Problems) > 0 {
+			t.Fatalf("problems: %v", pr.Problems)
+		}
+		pin, _ := st.Get(root)
+		for i, sh := range pin.Shards {
+			if len(sh.Allocations) < 2 {
+				t.Fatalf("shard %d fell to %d holders while moving", i, len(sh.Allocations))
+			}
+		}
+		if pr.Done {
+			if pr.Spread > pr.Tolerance {
+				t.Fatalf("done with spread %d above tolerance %d", pr.Spread, pr.Tolerance)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not balanced after a minute: %+v", pr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	pin, _ := st.Get(root)
+	onFresh := 0
+	for _, sh := range pin.Shards {
+		if len(sh.Allocations) != 2 {
+			t.Fatalf("shard %s on %d peers after rebalancing, want 2", sh.CID, len(sh.Allocations))
+		}
+		if slices.Contains(sh.Allocations, fresh.ID()) {
+			onFresh++
+		}
+	}
+	if onFresh < 2 {
+		t.Fatalf("the new peer took %d shards", onFresh)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		for _, p := range peers {
+			for _, sh := range p.store.Shards() {
+				c, _ := cid.Decode(sh.Key)
+				if !p.cons.State().Wants(c, p.ID()) {
+					return fmt.Errorf("%s still stores %s, moved away", p.cfg.PeerName, sh.Key)
+				}
+			}
+		}
+		var got bufWriter
+		if err := (backend{fresh}).Cat(ctx, res.CID, 0, -1, &got); err != nil || !bytes.Equal(got.Bytes(), data) {
+			return fmt.Errorf("read back through the new peer: %v (%d of %d bytes)", err, got.Len(), len(data))
+		}
+		return nil
+	})
+}
