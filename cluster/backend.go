@@ -252,9 +252,21 @@ func (b backend) pin(ctx context.Context, c cid.Cid, name string, rmin, rmax int
 // made, so that a client reading from the same peer next sees it. A
 // follower applies a commit within a heartbeat of the leader.
 func (b backend) readOwnWrite(ctx context.Context, applied func() bool) {
-	deadline := time.Now().Add(b.p.rpcTimeout)
-	for !applied() && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(5 * time.Millisecond)
+	timer := time.NewTimer(b.p.rpcTimeout)
+	defer timer.Stop()
+	st := b.p.cons.State()
+	for {
+		changed := st.Changed() // before the check: no change is missed
+		if applied() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

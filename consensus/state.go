@@ -29,11 +29,28 @@ type State struct {
 	// refs and journal are derived from pins (index.go).
 	refs    map[cid.Cid][]cid.Cid
 	journal journal
+	// changed is closed, and replaced, whenever an op is applied or a
+	// snapshot restored (Changed).
+	changed chan struct{}
+}
+
+// Changed returns a channel that is closed at the next change of the
+// state: a reader waits on it instead of polling.
+func (s *State) Changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.changed
+}
+
+// signal wakes the waiters of Changed. The caller holds s.mu.
+func (s *State) signal() {
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 func newState() *State {
 	s := &State{pins: make(map[cid.Cid]*Pin), adds: make(map[string]*Add), refs: make(map[cid.Cid][]cid.Cid),
-		repairs: make(map[cid.Cid][]*Repair)}
+		repairs: make(map[cid.Cid][]*Repair), changed: make(chan struct{})}
 	s.journal.lose()
 	return s
 }
@@ -89,6 +106,7 @@ func (s *State) sortedPins() []*Pin {
 func (s *State) apply(op Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.signal()
 	switch op.Type {
 	case OpPin:
 		p := op.Pin // op is ours: DecodeOp shares no memory with the log
@@ -177,6 +195,7 @@ func (f fsm) Restore(rc io.ReadCloser) error {
 	f.s.adds = sd.adds
 	f.s.repairs = sd.repairs
 	f.s.reindex()
+	f.s.signal()
 	f.s.mu.Unlock()
 	return nil
 }
