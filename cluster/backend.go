@@ -237,7 +237,7 @@ func (b backend) pin(ctx context.Context, c cid.Cid, name string, rmin, rmax int
 		}
 	}
 	pin.Updated = now
-	if err := b.p.cons.Commit(ctx, consensus.PinOp(pin, now)); err != nil {
+	if err := b.commitRetrying(ctx, consensus.PinOp(pin, now)); err != nil {
 		return consensus.Pin{}, mapErr(err)
 	}
 	b.readOwnWrite(ctx, func() bool {
@@ -246,6 +246,20 @@ func (b backend) pin(ctx context.Context, c cid.Cid, name string, rmin, rmax int
 	})
 	b.p.tracker.wake()
 	return pin, nil
+}
+
+// commitRetrying commits an op that may be applied twice with the same
+// outcome (a pin op: the second sets what the first set), retrying when
+// the leader changed before the outcome was known.
+func (b backend) commitRetrying(ctx context.Context, op consensus.Op) error {
+	var err error
+	for range 3 {
+		err = b.p.cons.Commit(ctx, op)
+		if !errors.Is(err, consensus.ErrOutcomeUnknown) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
 }
 
 // readOwnWrite waits, briefly, until this peer has applied a commit it
