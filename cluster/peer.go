@@ -119,6 +119,9 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	if p.store, err = store.Open(filepath.Join(dir, config.StoreDir)); err != nil {
 		return nil, err
 	}
+	for _, q := range p.store.Quarantined() {
+		p.log("store: shard %s failed to load and was moved to %s: %v", q.Key, q.Path, q.Err)
+	}
 	secret, _ := cfg.SecretBytes()
 	hcfg := p2p.DefaultConfig()
 	hcfg.PrivKey, hcfg.Secret = key, secret

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -18,18 +19,18 @@ func TestRestartKeepsShards(t *testing.T) {
 	c.startAll()
 	c.shoal(0, bytes.NewReader(seeded("restart", 4<<20)), "add", "--shard", "--shard-size", "1MiB",
 		"--rmin", "3", "--rmax", "3", "-Q", "-")
-	var before int
+	var before []string
 	eventually(t, 10*time.Second, func() error {
-		if before = len(c.keysOf(2)); before < 5 {
-			return fmt.Errorf("peer2 holds %d shards", before)
+		if before = c.keysOf(2); len(before) < 5 {
+			return fmt.Errorf("peer2 holds %d shards", len(before))
 		}
 		return nil
 	})
 	c.stop(2)
 	c.start(2)
 	for range 50 {
-		if n := len(c.keysOf(2)); n != before {
-			t.Fatalf("peer2 held %d shards before its restart, %d after", before, n)
+		if now := c.keysOf(2); !slices.Equal(now, before) {
+			t.Fatalf("peer2 held %d shards before its restart, %d after:\nbefore %v\nafter  %v", len(before), len(now), before, now)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
