@@ -148,6 +148,9 @@ func (p *Peer) serveRemoved(_ context.Context, from peer.ID, _ struct{}) (any, e
 
 type wantedReq struct {
 	Keys []string `json:"keys"`
+	// Here asks whether the state wants the keys on the asking peer,
+	// rather than anywhere.
+	Here bool `json:"here,omitempty"`
 }
 
 // wantedKeys returns which of keys this peer's state wants anywhere: as a
@@ -181,11 +184,54 @@ func (p *Peer) serveHave(_ context.Context, _ peer.ID, req haveReq) (any, error)
 	return out, nil
 }
 
-func (p *Peer) serveWanted(_ context.Context, _ peer.ID, req wantedReq) (any, error) {
-	if len(req.Keys) > 100000 {
+func (p *Peer) serveWanted(_ context.Context, from peer.ID, req wantedReq) (any, error) {
+	if len(req.Keys) > maxWantedKeys {
 		return nil, errors.New("too many keys in one request")
 	}
+	if req.Here {
+		return p.wantedHere(req.Keys, from), nil
+	}
 	return p.wantedKeys(req.Keys), nil
+}
+
+// maxWantedKeys bounds one /shoal/wanted/1 request.
+const maxWantedKeys = 100000
+
+// wantedHere returns which of keys this peer's state wants on peer id.
+func (p *Peer) wantedHere(keys []string, id peer.ID) map[string]bool {
+	st := p.cons.State()
+	out := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		c, err := cid.Decode(k)
+		out[k] = err != nil || st.Wants(c, id) // an undecodable key: keep it
+	}
+	return out
+}
+
+// unwantedHere returns which of keys the leader's state does not want on
+// this peer. A restarted peer's own state may lag the leader's by the ops
+// after its log's end, so deletions are confirmed there; it answers
+// nothing when no leader answers (keeping a shard is the safe mistake).
+func (p *Peer) unwantedHere(ctx context.Context, keys []string) []string {
+	self := p.host.ID()
+	var wanted map[string]bool
+	switch leader := p.cons.Leader(); leader {
+	case "":
+		return nil
+	case self:
+		wanted = p.wantedHere(keys, self)
+	default:
+		if err := p.call(ctx, leader, protoWanted, wantedReq{Keys: keys, Here: true}, &wanted); err != nil {
+			return nil
+		}
+	}
+	var out []string
+	for _, k := range keys {
+		if w, ok := wanted[k]; ok && !w {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // notWanted returns the keys the leader's state wants nowhere. It answers

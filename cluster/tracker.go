@@ -71,6 +71,7 @@ type tracker struct {
 	lastFull time.Time
 	queue    []cid.Cid // plain pins to fetch, in the order they came
 	queued   map[cid.Cid]bool
+	doomed   map[string]bool // stored keys this peer's state no longer wants
 }
 
 // failure is a pin that could not be fetched. msg is interned: a million
@@ -98,7 +99,7 @@ const (
 
 func newTracker(p *Peer) *tracker {
 	return &tracker{p: p, protected: map[string]time.Time{}, received: map[string]receivedShard{},
-		failed: map[cid.Cid]failure{}, queued: map[cid.Cid]bool{}, kick: make(chan struct{}, 1)}
+		failed: map[cid.Cid]failure{}, queued: map[cid.Cid]bool{}, doomed: map[string]bool{}, kick: make(chan struct{}, 1)}
 }
 
 // receivedShard is a shard received for an add. seen says this peer's
@@ -285,6 +286,7 @@ func (t *tracker) round(ctx context.Context) {
 	for _, k := range t.unguarded(ctx) {
 		t.check(k)
 	}
+	t.purge(ctx)
 	t.retryDue()
 	t.queueLen.Store(int64(len(t.queue)))
 	for _, w := range waiters {
@@ -293,6 +295,39 @@ func (t *tracker) round(ctx context.Context) {
 	waiters = nil
 	t.fetchQueued(ctx)
 	t.queueLen.Store(int64(len(t.queue)))
+}
+
+// purge deletes the doomed keys the leader's state does not want here
+// either, and that are still unwanted and unguarded here. The others stay
+// doomed until the leader answers, or are forgotten once wanted again.
+func (t *tracker) purge(ctx context.Context) {
+	if len(t.doomed) == 0 {
+		return
+	}
+	st, self := t.p.cons.State(), t.p.host.ID()
+	keys := make([]string, 0, min(len(t.doomed), maxWantedKeys))
+	for k := range t.doomed {
+		if c, err := cid.Decode(k); err != nil || st.Wants(c, self) || !t.p.store.HasShard(k) {
+			delete(t.doomed, k)
+			continue
+		}
+		if len(keys) < maxWantedKeys {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range t.p.unwantedHere(ctx, keys) {
+		delete(t.doomed, k)
+		t.mu.Lock()
+		_, guarded := t.protected[k]
+		_, received := t.received[k]
+		t.mu.Unlock()
+		if guarded || received {
+			continue
+		}
+		if err := t.p.store.Delete(k); err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.p.log("unpin %s: %v", k, err)
+		}
+	}
 }
 
 // load returns how many items wait to be fetched and how many failed.
@@ -362,9 +397,7 @@ func (t *tracker) check(c cid.Cid) {
 		if guarded || received || !t.p.store.HasShard(key) {
 			return
 		}
-		if err := t.p.store.Delete(key); err != nil && !errors.Is(err, store.ErrNotFound) {
-			t.p.log("unpin %s: %v", key, err)
-		}
+		t.doomed[key] = true // deleted once the leader agrees (purge)
 		return
 	}
 	// A part that changed is tried now, even if it waits after a failure:
