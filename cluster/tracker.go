@@ -189,6 +189,20 @@ func (t *tracker) shardStatus(c cid.Cid) api.PeerStatus {
 	if t.p.store.Has(c) {
 		return st
 	}
+	if t.missing(c, &st) {
+		return st
+	}
+	if t.p.cons.State().Wants(c, t.p.host.ID()) {
+		st.Status = api.StatusQueued
+	} else {
+		st.Status, st.Error = api.StatusPinError, "shard not stored here"
+	}
+	return st
+}
+
+// missing sets st for a part wanted here and not stored: pinning while it
+// is fetched, pin_error after a failure. It reports whether it set st.
+func (t *tracker) missing(c cid.Cid, st *api.PeerStatus) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f, failed := t.failed[c]
@@ -197,12 +211,10 @@ func (t *tracker) shardStatus(c cid.Cid) api.PeerStatus {
 		st.Status = api.StatusPinning
 	case failed:
 		st.Status, st.Error = api.StatusPinError, f.msg.Value()
-	case t.p.cons.State().Wants(c, t.p.host.ID()):
-		st.Status = api.StatusQueued
 	default:
-		st.Status, st.Error = api.StatusPinError, "shard not stored here"
+		return false
 	}
-	return st
+	return true
 }
 
 // status is this peer's state for c.
@@ -220,15 +232,7 @@ func (t *tracker) status(c cid.Cid) api.PeerStatus {
 		st.Status = api.StatusPinned
 		return st
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	f, failed := t.failed[c]
-	switch {
-	case t.fetching == c:
-		st.Status = api.StatusPinning
-	case failed:
-		st.Status, st.Error = api.StatusPinError, f.msg.Value()
-	default:
+	if !t.missing(c, &st) {
 		st.Status = api.StatusQueued
 	}
 	return st

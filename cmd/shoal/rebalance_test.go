@@ -67,16 +67,7 @@ func TestRebalanceProcesses(t *testing.T) {
 			t.Fatalf("dry run moves to another peer than the new one: %q", l)
 		}
 	}
-	if st := c.shardedStatus(0, root); slices.ContainsFunc(st.Shards, func(sh struct {
-		Index       int               `json:"index"`
-		CID         string            `json:"cid"`
-		Size        uint64            `json:"size"`
-		Blocks      uint64            `json:"blocks"`
-		Offset      uint64            `json:"offset"`
-		Length      uint64            `json:"length"`
-		Allocations []string          `json:"allocations"`
-		Peers       map[string]string `json:"peers"`
-	}) bool {
+	if st := c.shardedStatus(0, root); slices.ContainsFunc(st.Shards, func(sh shardRow) bool {
 		return slices.Contains(sh.Allocations, newID)
 	}) {
 		t.Fatal("a dry run moved a shard")

@@ -31,16 +31,19 @@ type shardedStatus struct {
 	Peers       map[string]struct {
 		Status string `json:"status"`
 	} `json:"peers"`
-	Shards []struct {
-		Index       int               `json:"index"`
-		CID         string            `json:"cid"`
-		Size        uint64            `json:"size"`
-		Blocks      uint64            `json:"blocks"`
-		Offset      uint64            `json:"offset"`
-		Length      uint64            `json:"length"`
-		Allocations []string          `json:"allocations"`
-		Peers       map[string]string `json:"peers"`
-	} `json:"shards"`
+	Shards []shardRow `json:"shards"`
+}
+
+// shardRow is one shard of `status --json`.
+type shardRow struct {
+	Index       int               `json:"index"`
+	CID         string            `json:"cid"`
+	Size        uint64            `json:"size"`
+	Blocks      uint64            `json:"blocks"`
+	Offset      uint64            `json:"offset"`
+	Length      uint64            `json:"length"`
+	Allocations []string          `json:"allocations"`
+	Peers       map[string]string `json:"peers"`
 }
 
 func (c *testCluster) shardedStatus(i int, root string) shardedStatus {
