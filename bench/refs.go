@@ -17,6 +17,7 @@ import (
 	offline "github.com/ipfs/boxo/exchange/offline"
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
+	uio "github.com/ipfs/boxo/ipld/unixfs/io"
 	h "github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
 	"github.com/ipfs/go-cid"
 	flatfs "github.com/ipfs/go-ds-flatfs"
@@ -193,4 +194,35 @@ func DirectWrite(ctx context.Context, path string, size int64) error {
 		return fmt.Errorf("fdatasync %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// BoxoCat writes the file under root, stored in the go-ds-flatfs datastore
+// at dir (as BoxoFlatfs leaves it), to w the way `ipfs cat` reads it on a
+// single node: boxo's blockstore over flatfs, an offline blockservice, a
+// merkledag DAGService and boxo's UnixFS DagReader. It returns the bytes
+// written.
+func BoxoCat(ctx context.Context, dir string, root cid.Cid, w io.Writer) (int64, error) {
+	fs, err := flatfs.Open(dir, false)
+	if err != nil {
+		return 0, fmt.Errorf("open flatfs %s: %w", dir, err)
+	}
+	defer fs.Close()
+	bs := blockstore.NewBlockstore(fs, blockstore.NoPrefix())
+	bsvc := blockservice.New(bs, offline.Exchange(bs))
+	defer bsvc.Close()
+	ds := mdag.NewDAGService(bsvc)
+	nd, err := ds.Get(ctx, root)
+	if err != nil {
+		return 0, fmt.Errorf("get %s from flatfs %s: %w", root, dir, err)
+	}
+	r, err := uio.NewDagReader(ctx, nd, ds)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", root, err)
+	}
+	defer r.Close()
+	n, err := io.Copy(w, r)
+	if err != nil {
+		return n, fmt.Errorf("read %s from flatfs %s: %w", root, dir, err)
+	}
+	return n, nil
 }
