@@ -26,16 +26,16 @@ type runner struct {
 	root    string // the root CID boxo printed; every shoal add must print it
 	bad     []string
 
-	refAdd, refCat   bench.Path // boxo -> flatfs, boxo UnixFS reader over flatfs
-	add1, cat1       bench.Path // rmin=rmax=1 cluster
-	add2, cat2       bench.Path // rmin=rmax=2 cluster
-	peerRSS1         []float64  // largest VmHWM of a peer per rmin=rmax=1 run, MiB
-	peerRSS2         []float64
-	repairs          []repairRun
-	big              *bigRun
-	profiles         []profileSummary
-	profileErr       error
-	clusterErr       []string
+	refAdd, refCat bench.Path // boxo -> flatfs, boxo UnixFS reader over flatfs
+	add1, cat1     bench.Path // rmin=rmax=1 cluster
+	add2, cat2     bench.Path // rmin=rmax=2 cluster
+	peerRSS1       []float64  // largest VmHWM of a peer per rmin=rmax=1 run, MiB
+	peerRSS2       []float64
+	repairs        []repairRun
+	big            *bigRun
+	profiles       []profileSummary
+	profileErr     error
+	clusterErr     []string
 }
 
 // repairRun is one repair: the bytes of the shards the stopped peer held,
