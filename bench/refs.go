@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	blockservice "github.com/ipfs/boxo/blockservice"
@@ -23,6 +25,7 @@ import (
 	flatfs "github.com/ipfs/go-ds-flatfs"
 	ipld "github.com/ipfs/go-ipld-format"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // HashPiece is the size of the pieces SHA256 hashes one by one: the
@@ -225,4 +228,22 @@ func BoxoCat(ctx context.Context, dir string, root cid.Cid, w io.Writer) (int64,
 		return n, fmt.Errorf("read %s from flatfs %s: %w", root, dir, err)
 	}
 	return n, nil
+}
+
+// DropCache asks the kernel to drop every file under dir from the page
+// cache (posix_fadvise DONTNEED; dirty pages stay, so sync first), so that
+// a read of them comes from the device, as a read of shoal's store does:
+// shoal writes its shards with O_DIRECT, past the page cache.
+func DropCache(dir string) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	})
 }

@@ -27,6 +27,7 @@ type runner struct {
 	bad     []string
 
 	refAdd, refCat bench.Path // boxo -> flatfs, boxo UnixFS reader over flatfs
+	refCatCold     bench.Path // the same read with the flatfs files dropped from the page cache
 	add1, cat1     bench.Path // rmin=rmax=1 cluster
 	add2, cat2     bench.Path // rmin=rmax=2 cluster
 	peerRSS1       []float64  // largest VmHWM of a peer per rmin=rmax=1 run, MiB
@@ -65,6 +66,7 @@ func newRunner(o options, args []string) *runner {
 	}{
 		{&r.refAdd, "boxo -> flatfs (file)"},
 		{&r.refCat, "boxo UnixFS reader <- flatfs"},
+		{&r.refCatCold, "boxo UnixFS reader <- flatfs, cold"},
 		{&r.add1, "shoal add --shard, rmin=rmax=1"},
 		{&r.cat1, "shoal cat, rmin=rmax=1 cluster"},
 		{&r.add2, "shoal add --shard, rmin=rmax=2"},
@@ -184,6 +186,15 @@ func (r *runner) reference(ctx context.Context, run int, devnull *os.File) error
 	}
 	r.refCat.Runs = append(r.refCat.Runs, res)
 	r.logf("  %-34s %6.0f MB/s", r.refCat.Name, rate(res, r.o.size))
+	if err := bench.DropCache(repo); err != nil {
+		return err
+	}
+	res, err = bench.Run(ctx, bench.Cmd{Path: r.self, Args: []string{"child", "boxo-cat", "-repo", repo, root}, Stdout: devnull})
+	if err != nil {
+		return err
+	}
+	r.refCatCold.Runs = append(r.refCatCold.Runs, res)
+	r.logf("  %-34s %6.0f MB/s", r.refCatCold.Name, rate(res, r.o.size))
 	return nil
 }
 
