@@ -36,7 +36,7 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 	fmt.Fprintf(w, "  (\"cold\": the flatfs files dropped from the page cache first, posix_fadvise DONTNEED; shoal's store writes with\n")
 	fmt.Fprintf(w, "  O_DIRECT, so shoal cat reads its shards from the device)\n")
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "(4) repair: the last peer of the rmin=rmax=2 cluster stopped with SIGTERM; time until the first peer's status shows every\n")
+	fmt.Fprintf(w, "(4) repair: the peer (not the first) holding most shards of the rmin=rmax=2 cluster stopped with SIGTERM; time until the first peer's status shows every\n")
 	fmt.Fprintf(w, "    shard pinned on 2 other peers (detection, 1 s ttl + 1 s grace, included); MB = the stopped peer's shards\n")
 	var repairRatios []float64
 	for i, rr := range r.repairs {
@@ -50,8 +50,8 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 		}
 		ratio := rr.rate() / catRate
 		repairRatios = append(repairRatios, ratio)
-		fmt.Fprintf(w, "  run %d: %d shards, %.0f MB in %.2f s = %.0f MB/s; shoal cat in the same cluster %.0f MB/s; ratio %.0f%%\n",
-			i+1, rr.shards, float64(rr.bytes)/bench.MB, rr.took.Seconds(), rr.rate(), catRate, 100*ratio)
+		fmt.Fprintf(w, "  run %d: %s's %d shards, %.0f MB in %.2f s = %.0f MB/s; shoal cat in the same cluster %.0f MB/s; ratio %.0f%%\n",
+			i+1, rr.victim, rr.shards, float64(rr.bytes)/bench.MB, rr.took.Seconds(), rr.rate(), catRate, 100*ratio)
 	}
 	for _, e := range r.clusterErr {
 		fmt.Fprintf(w, "  error: %s\n", e)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,7 @@ type runner struct {
 // copied to the other peers, and how long from its SIGTERM until every
 // shard had rmin live pinned holders again.
 type repairRun struct {
+	victim string
 	bytes  uint64
 	shards int
 	took   time.Duration
@@ -291,7 +293,7 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 		if rr.err != nil {
 			r.logf("  repair: %v", rr.err)
 		} else {
-			r.logf("  repair of %d shards, %.0f MB: %s, %.0f MB/s", rr.shards, float64(rr.bytes)/bench.MB, rr.took.Round(time.Millisecond), rr.rate())
+			r.logf("  repair of %s's %d shards, %.0f MB: %s, %.0f MB/s", rr.victim, rr.shards, float64(rr.bytes)/bench.MB, rr.took.Round(time.Millisecond), rr.rate())
 		}
 	}
 	return nil
@@ -317,29 +319,37 @@ func (r *runner) runWith(ctx context.Context, c *bench.Cluster, cmd bench.Cmd) (
 	return res, err
 }
 
-// repair stops the last peer (never the first, whose API the runner asks)
+// repair stops the peer holding the most shards other than the first
+// (whose API the runner asks)
 // with SIGTERM and polls the first peer's status of root until every shard
 // has repl pinned holders other than the stopped peer.
 func (r *runner) repair(ctx context.Context, c *bench.Cluster, root string, repl int) repairRun {
 	d := c.Peers[0]
-	victim := c.Peers[len(c.Peers)-1]
 	st, err := d.Client.Status(ctx, root, false)
 	if err != nil {
 		return repairRun{err: fmt.Errorf("status %s: %w", root, err)}
 	}
+	// The victim: the peer other than the first holding the most shard
+	// bytes (the default allocator puts every shard on the same peers).
+	var victim *bench.Daemon
 	var rr repairRun
-	for _, sh := range st.Shards {
-		for _, a := range sh.Allocations {
-			if a == victim.ID {
-				rr.bytes += sh.Size
-				rr.shards++
+	for _, p := range c.Peers[1:] {
+		var cand repairRun
+		for _, sh := range st.Shards {
+			if slices.Contains(sh.Allocations, p.ID) {
+				cand.bytes += sh.Size
+				cand.shards++
 			}
 		}
+		if cand.bytes > rr.bytes {
+			victim, rr = p, cand
+		}
 	}
-	if rr.shards == 0 {
-		rr.err = fmt.Errorf("%s holds no shard of %s", victim.Name, root)
+	if victim == nil {
+		rr.err = fmt.Errorf("no peer but %s holds a shard of %s", d.Name, root)
 		return rr
 	}
+	rr.victim = victim.Name
 	start := time.Now()
 	stopped := make(chan error, 1)
 	go func() { stopped <- victim.Stop() }()
