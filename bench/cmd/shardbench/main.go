@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string) error {
 	fl.StringVar(&o.shardSize, "shard-size", "", "--shard-size of the adds (default: shoal's)")
 	fl.BoolVar(&o.big, "big", false, "also stream -big-size bytes through the stdin of a sharded add to check peak RSS")
 	fl.BoolVar(&o.profile, "profile", true, "profile the daemons (SHOAL_CPUPROFILE) during one extra, untimed add and cat")
-	fl.DurationVar(&o.repairWait, "repair-timeout", 5*time.Minute, "give up waiting for a repair after this long")
+	fl.DurationVar(&o.repairWait, "repair-timeout", 2*time.Minute, "give up waiting for a repair after this long")
 	fl.BoolVar(&o.keep, "keep", false, "keep the clusters' repositories, logs and profiles")
 	if err := fl.Parse(args); err != nil {
 		return err

@@ -35,6 +35,10 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 	bench.WriteTable(w, "(2) read: the whole file", []*bench.Path{&r.refCat, &r.refCatCold, &r.cat1, &r.cat2})
 	fmt.Fprintf(w, "  (\"cold\": the flatfs files dropped from the page cache first, posix_fadvise DONTNEED; shoal's store writes with\n")
 	fmt.Fprintf(w, "  O_DIRECT, so shoal cat reads its shards from the device)\n")
+	fmt.Fprintf(w, "  shards per peer (the cat asks peer0, which reads the others' shards from them):\n")
+	for _, pl := range r.placements {
+		fmt.Fprintf(w, "    %s\n", pl)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "(4) repair: the peer (not the first) holding most shards of the rmin=rmax=2 cluster stopped with SIGTERM; time until the first peer's status shows every\n")
 	fmt.Fprintf(w, "    shard pinned on 2 other peers (detection, 1 s ttl + 1 s grace, included); MB = the stopped peer's shards\n")

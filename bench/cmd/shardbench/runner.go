@@ -38,6 +38,7 @@ type runner struct {
 	profiles       []profileSummary
 	profileErr     error
 	clusterErr     []string
+	placements     []string // shards per peer after each add
 }
 
 // repairRun is one repair: the bytes of the shards the stopped peer held,
@@ -269,6 +270,10 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 		r.bad = append(r.bad, fmt.Sprintf("%s run %d printed %s, not boxo's %s", addP.Name, run+1, root, r.root))
 	}
 	r.logf("  %-34s %6.0f MB/s (others %.0f%%)", addP.Name, rate(res, r.o.size), 100*res.OthersShare())
+	if st, err := d.Client.Status(ctx, root, false); err == nil {
+		r.placements = append(r.placements, fmt.Sprintf("run %d rmin=rmax=%d: %s", run+1, repl, placement(c, st)))
+		r.logf("  shards per peer: %s", placement(c, st))
+	}
 	var hwm float64
 	for _, p := range c.Peers {
 		if u, err := p.Usage(); err == nil {
@@ -365,7 +370,7 @@ func (r *runner) repair(ctx context.Context, c *bench.Cluster, root string, repl
 			}
 		}
 		if time.Now().After(deadline) {
-			rr.err = fmt.Errorf("not repaired after %s: %s", r.o.repairWait, last.Summary)
+			rr.err = fmt.Errorf("not repaired %s after stopping %s: %s%s", r.o.repairWait, victim.Name, last.Summary, lastRepairLine(c))
 			break
 		}
 		if ctx.Err() != nil {
@@ -529,4 +534,40 @@ func (r *runner) bigRun(ctx context.Context) *bigRun {
 		r.logf("  %.0f MB/s, client peak RSS %.0f MiB, peers %.0f MiB", rate(br.res, r.o.bigSize), float64(br.res.MaxRSS)/bench.MiB, br.peerRSS)
 	}
 	return br
+}
+
+// placement says how many shards each peer was allocated.
+func placement(c *bench.Cluster, st api.PinStatus) string {
+	var parts []string
+	for _, p := range c.Peers {
+		n := 0
+		for _, sh := range st.Shards {
+			if slices.Contains(sh.Allocations, p.ID) {
+				n++
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", p.Name, n))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// lastRepairLine is the last line about repairs in the running daemons'
+// logs, to say why a repair did not finish.
+func lastRepairLine(c *bench.Cluster) string {
+	for _, p := range c.Peers {
+		if !p.Running() {
+			continue
+		}
+		b, err := os.ReadFile(p.Log)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		for i := len(lines) - 1; i >= 0; i-- {
+			if strings.Contains(lines[i], "repair") {
+				return fmt.Sprintf("; %s's log: %s", p.Name, lines[i])
+			}
+		}
+	}
+	return ""
 }
