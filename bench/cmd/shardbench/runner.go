@@ -252,7 +252,13 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 		peers, health = r.o.repairPeers, fastHealth
 	}
 	c, dir, err := r.startCluster(ctx, fmt.Sprintf("r%d-%d", repl, run), peers, health)
-	defer r.closeCluster(c, dir)
+	keepLogs := false
+	defer func() {
+		if keepLogs {
+			r.keepLogs(c, dir)
+		}
+		r.closeCluster(c, dir)
+	}()
 	if err != nil {
 		return err
 	}
@@ -296,6 +302,7 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 		rr := r.repair(ctx, c, root, repl)
 		r.repairs = append(r.repairs, rr)
 		if rr.err != nil {
+			keepLogs = true
 			r.logf("  repair: %v", rr.err)
 		} else {
 			r.logf("  repair of %s's %d shards, %.0f MB: %s, %.0f MB/s", rr.victim, rr.shards, float64(rr.bytes)/bench.MB, rr.took.Round(time.Millisecond), rr.rate())
@@ -570,4 +577,22 @@ func lastRepairLine(c *bench.Cluster) string {
 		}
 	}
 	return ""
+}
+
+// keepLogs copies the daemons' logs of a failed run next to the data
+// file (the cluster's directory is removed), and says where.
+func (r *runner) keepLogs(c *bench.Cluster, dir string) {
+	if c == nil {
+		return
+	}
+	for _, p := range c.Peers {
+		b, err := os.ReadFile(p.Log)
+		if err != nil {
+			continue
+		}
+		dst := filepath.Join(r.o.dir, fmt.Sprintf("failed-%s-%s-%s.log", time.Now().Format("150405"), filepath.Base(dir), p.Name))
+		if os.WriteFile(dst, b, 0o644) == nil {
+			r.logf("  kept %s", dst)
+		}
+	}
 }
