@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string) error {
 	var o options
 	size := fl.String("size", "2GiB", "size of the seeded random data file")
 	bigSize := fl.String("big-size", "16GiB", "size of the -big stdin run")
-	fl.IntVar(&o.runs, "runs", 3, "runs of each path; medians are reported")
+	fl.IntVar(&o.runs, "runs", 3, "runs of each path; medians are reported (0: only -profile and -big)")
 	fl.StringVar(&o.dir, "dir", filepath.Join(os.TempDir(), "shoal-bench"), "directory for the data file (kept for reuse), stores and clusters (removed)")
 	fl.StringVar(&o.shoal, "shoal", "", "use this shoal binary instead of building ./cmd/shoal")
 	fl.IntVar(&o.peers, "peers", 3, "daemons of the add and cat clusters")
@@ -87,8 +87,8 @@ func run(ctx context.Context, args []string) error {
 	if o.bigSize, err = bench.ParseSize(*bigSize); err != nil {
 		return err
 	}
-	if o.runs < 1 || o.peers < 2 || o.repairPeers < 3 {
-		return errors.New("-runs must be at least 1, -peers at least 2, -repair-peers at least 3")
+	if o.runs < 0 || o.peers < 2 || o.repairPeers < 3 {
+		return errors.New("-runs must be at least 0, -peers at least 2, -repair-peers at least 3")
 	}
 	if o.big && o.size%8 != 0 {
 		return errors.New("-big needs a -size that is a multiple of 8 bytes")
