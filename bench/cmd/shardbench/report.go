@@ -30,38 +30,40 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 	fmt.Fprintf(w, "units:   MB = 10^6 bytes; each row: %d runs, interleaved; RSS is the client's (or the reference's) process; \"others %%\" is the\n", r.o.runs)
 	fmt.Fprintf(w, "         largest share of the machine used by neither the measured process nor the cluster's daemons during a run\n\n")
 
-	bench.WriteTable(w, "(1) ingest: the data file", []*bench.Path{&r.refAdd, &r.add1, &r.add2})
-	fmt.Fprintf(w, "  peak RSS (VmHWM) of the largest peer after the add, MiB: rmin=rmax=1 %s; rmin=rmax=2 %s\n\n", fmtList(r.peerRSS1), fmtList(r.peerRSS2))
-	bench.WriteTable(w, "(2) read: the whole file", []*bench.Path{&r.refCat, &r.refCatCold, &r.cat1, &r.cat2})
-	fmt.Fprintf(w, "  (\"cold\": the flatfs files dropped from the page cache first, posix_fadvise DONTNEED; shoal's store writes with\n")
-	fmt.Fprintf(w, "  O_DIRECT, so shoal cat reads its shards from the device)\n")
-	fmt.Fprintf(w, "  shards per peer (the cat asks peer0, which reads the others' shards from them):\n")
-	for _, pl := range r.placements {
-		fmt.Fprintf(w, "    %s\n", pl)
-	}
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "(4) repair: the peer (not the first) holding most shards of the rmin=rmax=2 cluster stopped with SIGTERM; time until the first peer's status shows every\n")
-	fmt.Fprintf(w, "    shard pinned on 2 other peers (detection, 1 s ttl + 1 s grace, included); MB = the stopped peer's shards\n")
 	var repairRatios []float64
-	for i, rr := range r.repairs {
-		if rr.err != nil {
-			fmt.Fprintf(w, "  run %d: %v\n", i+1, rr.err)
-			continue
+	if r.o.runs > 0 {
+		bench.WriteTable(w, "(1) ingest: the data file", []*bench.Path{&r.refAdd, &r.add1, &r.add2})
+		fmt.Fprintf(w, "  peak RSS (VmHWM) of the largest peer after the add, MiB: rmin=rmax=1 %s; rmin=rmax=2 %s\n\n", fmtList(r.peerRSS1), fmtList(r.peerRSS2))
+		bench.WriteTable(w, "(2) read: the whole file", []*bench.Path{&r.refCat, &r.refCatCold, &r.cat1, &r.cat2})
+		fmt.Fprintf(w, "  (\"cold\": the flatfs files dropped from the page cache first, posix_fadvise DONTNEED; shoal's store writes with\n")
+		fmt.Fprintf(w, "  O_DIRECT, so shoal cat reads its shards from the device)\n")
+		fmt.Fprintf(w, "  shards per peer (the cat asks peer0, which reads the others' shards from them):\n")
+		for _, pl := range r.placements {
+			fmt.Fprintf(w, "    %s\n", pl)
 		}
-		catRate := 0.0
-		if i < len(r.cat2.Runs) {
-			catRate = rate(r.cat2.Runs[i], r.o.size)
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "(4) repair: the peer (not the first) holding most shards of the rmin=rmax=2 cluster stopped with SIGTERM; time until the first peer's status shows every\n")
+		fmt.Fprintf(w, "    shard pinned on 2 other peers (detection, 1 s ttl + 1 s grace, included); MB = the stopped peer's shards\n")
+		for i, rr := range r.repairs {
+			if rr.err != nil {
+				fmt.Fprintf(w, "  run %d: %v\n", i+1, rr.err)
+				continue
+			}
+			catRate := 0.0
+			if i < len(r.cat2.Runs) {
+				catRate = rate(r.cat2.Runs[i], r.o.size)
+			}
+			ratio := rr.rate() / catRate
+			repairRatios = append(repairRatios, ratio)
+			fmt.Fprintf(w, "  run %d: %s's %d shards, %.0f MB in %.2f s = %.0f MB/s; shoal cat in the same cluster %.0f MB/s; ratio %.0f%%\n",
+				i+1, rr.victim, rr.shards, float64(rr.bytes)/bench.MB, rr.took.Seconds(), rr.rate(), catRate, 100*ratio)
 		}
-		ratio := rr.rate() / catRate
-		repairRatios = append(repairRatios, ratio)
-		fmt.Fprintf(w, "  run %d: %s's %d shards, %.0f MB in %.2f s = %.0f MB/s; shoal cat in the same cluster %.0f MB/s; ratio %.0f%%\n",
-			i+1, rr.victim, rr.shards, float64(rr.bytes)/bench.MB, rr.took.Seconds(), rr.rate(), catRate, 100*ratio)
-	}
-	for _, e := range r.clusterErr {
-		fmt.Fprintf(w, "  error: %s\n", e)
-	}
-	fmt.Fprintln(w)
+		for _, e := range r.clusterErr {
+			fmt.Fprintf(w, "  error: %s\n", e)
+		}
+		fmt.Fprintln(w)
 
+	}
 	if r.big != nil {
 		fmt.Fprintf(w, "(3) -big: %s streamed through `shoal add --shard --rmin 1 --rmax 1 -` (%d peers)\n", bench.FormatSize(r.o.bigSize), r.o.peers)
 		if r.big.err != nil {
@@ -73,13 +75,15 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 		fmt.Fprintln(w)
 	}
 
-	fmt.Fprintln(w, "ratios (medians)")
-	fmt.Fprintf(w, "  add rmin=rmax=1: %s boxo -> flatfs\n", ratio(&r.add1, &r.refAdd))
-	fmt.Fprintf(w, "  add rmin=rmax=2: %s boxo -> flatfs\n", ratio(&r.add2, &r.refAdd))
-	fmt.Fprintf(w, "  cat rmin=rmax=1: %s boxo UnixFS reader, %s the same cold\n", ratio(&r.cat1, &r.refCat), ratio(&r.cat1, &r.refCatCold))
-	fmt.Fprintf(w, "  cat rmin=rmax=2: %s boxo UnixFS reader, %s the same cold\n", ratio(&r.cat2, &r.refCat), ratio(&r.cat2, &r.refCatCold))
-	fmt.Fprintf(w, "  repair / cat of the same cluster, per run: %s\n\n", fmtPct(repairRatios))
+	if r.o.runs > 0 {
+		fmt.Fprintln(w, "ratios (medians)")
+		fmt.Fprintf(w, "  add rmin=rmax=1: %s boxo -> flatfs\n", ratio(&r.add1, &r.refAdd))
+		fmt.Fprintf(w, "  add rmin=rmax=2: %s boxo -> flatfs\n", ratio(&r.add2, &r.refAdd))
+		fmt.Fprintf(w, "  cat rmin=rmax=1: %s boxo UnixFS reader, %s the same cold\n", ratio(&r.cat1, &r.refCat), ratio(&r.cat1, &r.refCatCold))
+		fmt.Fprintf(w, "  cat rmin=rmax=2: %s boxo UnixFS reader, %s the same cold\n", ratio(&r.cat2, &r.refCat), ratio(&r.cat2, &r.refCatCold))
+		fmt.Fprintf(w, "  repair / cat of the same cluster, per run: %s\n\n", fmtPct(repairRatios))
 
+	}
 	if len(r.profiles) > 0 || r.profileErr != nil {
 		fmt.Fprintln(w, "where the CPU goes (an extra, untimed rmin=rmax=1 add and cat with SHOAL_CPUPROFILE; self time, by the function on top of the stack)")
 		if r.profileErr != nil {
@@ -102,17 +106,9 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 	}
 
 	var checks []bench.Check
-	checks = append(checks,
-		rateCheck("sharded add rmin=rmax=1 vs boxo -> flatfs", &r.add1, &r.refAdd, 1.0),
-		rateCheck("sharded add rmin=rmax=2 vs boxo -> flatfs", &r.add2, &r.refAdd, 0.6))
-	for _, c := range []*bench.Path{&r.cat1, &r.cat2} {
-		checks = append(checks,
-			bench.Check{Name: c.Name, Got: c.Rate(), Want: 500, Unit: " MB/s", Missing: len(c.Runs) == 0,
-				Detail: fmt.Sprintf("median of %d runs", len(c.Runs))},
-			rateCheck(c.Name+" vs boxo UnixFS reader", c, &r.refCat, 1.5))
+	if r.o.runs > 0 {
+		checks = r.runChecks(repairRatios)
 	}
-	checks = append(checks, bench.Check{Name: "repair rate vs shoal cat of the same data", Got: 100 * bench.Median(repairRatios), Want: 50,
-		Unit: "%", Missing: len(repairRatios) == 0, Detail: fmt.Sprintf("median of %d runs' ratios", len(repairRatios))})
 	if r.big != nil {
 		missing := r.big.err != nil
 		maxPeer := 0.0
@@ -185,4 +181,21 @@ func fmtPct(xs []float64) string {
 		s = append(s, fmt.Sprintf("%.0f%%", 100*x))
 	}
 	return strings.Join(s, ", ") + fmt.Sprintf(" (median %.0f%%)", 100*bench.Median(xs))
+}
+
+// runChecks are the targets of the timed runs.
+func (r *runner) runChecks(repairRatios []float64) []bench.Check {
+	var checks []bench.Check
+	checks = append(checks,
+		rateCheck("sharded add rmin=rmax=1 vs boxo -> flatfs", &r.add1, &r.refAdd, 1.0),
+		rateCheck("sharded add rmin=rmax=2 vs boxo -> flatfs", &r.add2, &r.refAdd, 0.6))
+	for _, c := range []*bench.Path{&r.cat1, &r.cat2} {
+		checks = append(checks,
+			bench.Check{Name: c.Name, Got: c.Rate(), Want: 500, Unit: " MB/s", Missing: len(c.Runs) == 0,
+				Detail: fmt.Sprintf("median of %d runs", len(c.Runs))},
+			rateCheck(c.Name+" vs boxo UnixFS reader", c, &r.refCat, 1.5))
+	}
+	checks = append(checks, bench.Check{Name: "repair rate vs shoal cat of the same data", Got: 100 * bench.Median(repairRatios), Want: 50,
+		Unit: "%", Missing: len(repairRatios) == 0, Detail: fmt.Sprintf("median of %d runs' ratios", len(repairRatios))})
+	return checks
 }
