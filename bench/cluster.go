@@ -33,6 +33,11 @@ type ClusterConfig struct {
 	// as in config.json: "heartbeat_timeout": "300ms"); nil keeps shoal's
 	// defaults.
 	Consensus map[string]any
+	// Health overrides fields of config.json's "health" object the same
+	// way (e.g. "repair_grace": "1s").
+	Health map[string]any
+	// Env, if not nil, gives the extra environment of peer i's daemon.
+	Env func(i int) []string
 	// StartTimeout bounds the wait for each daemon's API and for the
 	// cluster to list every peer with a leader.
 	StartTimeout time.Duration
@@ -53,6 +58,9 @@ type Daemon struct {
 	ID     string // its peer ID
 	Client *client.Client
 	Log    string // path of its stdout and stderr
+	// Env, if set, is added to the environment of the next Start (e.g.
+	// SHOAL_CPUPROFILE=FILE).
+	Env []string
 
 	shoal   string
 	timeout time.Duration
@@ -133,13 +141,19 @@ func initDaemon(ctx context.Context, cfg ClusterConfig, i int, secret string) (*
 		return nil, err
 	}
 	d.API = "127.0.0.1:" + strconv.Itoa(apiPort)
+	if cfg.Env != nil {
+		d.Env = cfg.Env(i)
+	}
 	out, err := exec.CommandContext(ctx, cfg.Shoal, "init", "--repo", d.Repo, "--peername", d.Name, "--secret", secret,
 		"--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p2pPort), "--api", d.API).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("shoal init %s: %w: %s", d.Repo, err, strings.TrimSpace(string(out)))
 	}
-	if len(cfg.Consensus) > 0 {
-		if err := editConfig(filepath.Join(d.Repo, "config.json"), cfg.Consensus); err != nil {
+	for section, fields := range map[string]map[string]any{"consensus": cfg.Consensus, "health": cfg.Health} {
+		if len(fields) == 0 {
+			continue
+		}
+		if err := editConfig(filepath.Join(d.Repo, "config.json"), section, fields); err != nil {
 			return nil, err
 		}
 	}
@@ -149,8 +163,9 @@ func initDaemon(ctx context.Context, cfg ClusterConfig, i int, secret string) (*
 	return d, nil
 }
 
-// editConfig overrides fields of the "consensus" object of a config.json.
-func editConfig(path string, consensus map[string]any) error {
+// editConfig overrides fields of one object of a config.json (section:
+// "consensus", "health").
+func editConfig(path, section string, fields map[string]any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -159,15 +174,15 @@ func editConfig(path string, consensus map[string]any) error {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	cons, ok := cfg["consensus"].(map[string]any)
+	obj, ok := cfg[section].(map[string]any)
 	if !ok {
-		return fmt.Errorf("%s has no consensus object", path)
+		return fmt.Errorf("%s has no %s object", path, section)
 	}
-	for k, v := range consensus {
-		if _, ok := cons[k]; !ok {
-			return fmt.Errorf("%s: consensus has no field %q", path, k)
+	for k, v := range fields {
+		if _, ok := obj[k]; !ok {
+			return fmt.Errorf("%s: %s has no field %q", path, section, k)
 		}
-		cons[k] = v
+		obj[k] = v
 	}
 	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
 		return err
@@ -187,6 +202,9 @@ func (d *Daemon) Start(ctx context.Context, args ...string) error {
 	// Not CommandContext: Close stops the daemon gracefully.
 	d.cmd = exec.Command(d.shoal, append([]string{"daemon", "--repo", d.Repo}, args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = log, log
+	if len(d.Env) > 0 {
+		d.cmd.Env = append(os.Environ(), d.Env...)
+	}
 	d.done = make(chan struct{})
 	if err := d.cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", d.Name, err)
@@ -280,6 +298,20 @@ func (d *Daemon) Usage() (Usage, error) {
 		return Usage{}, errors.New("not started")
 	}
 	return ProcUsage(d.cmd.Process.Pid)
+}
+
+// Running says whether the daemon's process has been started and has not
+// exited.
+func (d *Daemon) Running() bool {
+	if d.cmd == nil || d.done == nil {
+		return false
+	}
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
 }
 
 // Pid is the daemon's process ID.

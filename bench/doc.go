@@ -2,7 +2,8 @@
 // of the machine and against the code Kubo's `ipfs add` runs, in one
 // invocation, so that every figure comes with its reference; and how a
 // three-peer cluster of `shoal daemon` processes handles pins (see
-// "Cluster benchmark" below). Run from the module root:
+// "Cluster benchmark" below) and sharded adds, reads and repairs of a large
+// file (see "Shard benchmark"). Run from the module root:
 //
 //	go run ./bench/cmd/ingestbench -size 2GiB -runs 3
 //
@@ -153,4 +154,68 @@
 // used during a run: kernel threads (ext4's journal, for the daemons'
 // fsyncs) and other processes. At the defaults the command takes about
 // 25 minutes, most of it building the 10^6-pin pinset.
+//
+// # Shard benchmark
+//
+//	go run ./bench/cmd/shardbench [-size 2GiB] [-runs 3] [-big]
+//
+// builds ./cmd/shoal, writes (or reuses) the seeded data file, and per run,
+// interleaved, measures each path as its own process, the data file read
+// back into the page cache before each add:
+//
+//	boxo -> flatfs          the ingest reference, as in ingestbench (d);
+//	                        its root CID is the one every shoal add must
+//	                        print
+//	boxo UnixFS reader      `ipfs cat`'s code on one node: boxo's
+//	                        blockstore over that flatfs, an offline
+//	                        blockservice, merkledag and the UnixFS
+//	                        DagReader, to /dev/null; once warm (right
+//	                        after the add), once "cold", the flatfs files
+//	                        dropped from the page cache first (shoal's
+//	                        store writes with O_DIRECT, so its reads come
+//	                        from the device)
+//	add, rmin=rmax=1        a fresh cluster of -peers (3) `shoal daemon`
+//	                        processes with default settings;
+//	                        `shoal --api PEER0 add --shard --rmin 1
+//	                        --rmax 1 -Q FILE`, the CLI as a user runs it
+//	cat                     `shoal --api PEER0 cat ROOT` > /dev/null on
+//	                        the same cluster
+//	add, rmin=rmax=2        the same on a fresh cluster of -repair-peers
+//	                        (3) with fast failure detection (health:
+//	                        heartbeat_interval 200ms, heartbeat_ttl 1s,
+//	                        repair_grace 1s), then cat
+//	repair                  the peer other than the first holding the
+//	                        most shards stopped with
+//	                        SIGTERM; the time from the signal until the
+//	                        first peer's `status ROOT` (GET /status, what
+//	                        `shoal status ROOT --json` prints) shows every
+//	                        shard pinned on 2 peers other than the stopped
+//	                        one; detection (ttl + grace, ~2 s) included.
+//	                        Its rate is the stopped peer's shard bytes
+//	                        over that time, compared with the cat of the
+//	                        same cluster in the same run.
+//
+// Then, untimed: with -profile (on by default) one more rmin=rmax=1
+// cluster whose daemons run with SHOAL_CPUPROFILE (see `shoal daemon
+// --help`): the add, a restart of the daemons with fresh profiles, and
+// the cat; each profile is read with `go tool pprof -traces` and its
+// samples grouped by the function on top of the stack: hashing (SHA-256),
+// encryption (Noise's ChaCha20-Poly1305), copying (memmove), disk and
+// network system calls (told apart by the frames below), GC and
+// allocation, other. With -big, -big-size (16GiB) streamed through a
+// sharded add's stdin (rmin=rmax=1) for the peak RSS of the client
+// (getrusage) and of each peer (VmHWM from /proc).
+//
+// "others %" counts neither the measured process nor the cluster's
+// daemons. The targets print as PASS or MISS lines:
+//
+//	sharded add rmin=rmax=1   >= 1.0x boxo -> flatfs
+//	sharded add rmin=rmax=2   >= 0.6x boxo -> flatfs
+//	shoal cat                 >= 500 MB/s and >= 1.5x boxo's warm read
+//	repair                    >= 50% of the same cluster's cat rate
+//	peak RSS (-big)           client <= 128 MiB, each peer <= 256 MiB
+//
+// It takes 5-10 minutes at the defaults on the 2-core VM (plus ~2 with
+// -big), longer under load. -keep keeps the clusters' repositories, logs
+// and profiles.
 package bench

@@ -24,6 +24,10 @@ type Cmd struct {
 	// does. The pipe keeps the kernel's default size: growing it is the
 	// reader's business (shoal does, Kubo does not).
 	Stdin io.Reader
+	// Stdout, if not nil, receives the process's standard output instead
+	// of Result.Stdout (an *os.File such as /dev/null is handed to the
+	// process itself, with no copy through this one).
+	Stdout io.Writer
 }
 
 // FeedSize is the size of the writes into a child's stdin: cat's (GNU
@@ -67,6 +71,9 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	cmd.Dir = c.Dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if c.Stdout != nil {
+		cmd.Stdout = c.Stdout
+	}
 
 	var pw *os.File
 	feedErr := make(chan error, 1)

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	blockservice "github.com/ipfs/boxo/blockservice"
@@ -18,10 +20,12 @@ import (
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
 	h "github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
+	uio "github.com/ipfs/boxo/ipld/unixfs/io"
 	"github.com/ipfs/go-cid"
 	flatfs "github.com/ipfs/go-ds-flatfs"
 	ipld "github.com/ipfs/go-ipld-format"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // HashPiece is the size of the pieces SHA256 hashes one by one: the
@@ -193,4 +197,53 @@ func DirectWrite(ctx context.Context, path string, size int64) error {
 		return fmt.Errorf("fdatasync %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// BoxoCat writes the file under root, stored in the go-ds-flatfs datastore
+// at dir (as BoxoFlatfs leaves it), to w the way `ipfs cat` reads it on a
+// single node: boxo's blockstore over flatfs, an offline blockservice, a
+// merkledag DAGService and boxo's UnixFS DagReader. It returns the bytes
+// written.
+func BoxoCat(ctx context.Context, dir string, root cid.Cid, w io.Writer) (int64, error) {
+	fs, err := flatfs.Open(dir, false)
+	if err != nil {
+		return 0, fmt.Errorf("open flatfs %s: %w", dir, err)
+	}
+	defer fs.Close()
+	bs := blockstore.NewBlockstore(fs, blockstore.NoPrefix())
+	bsvc := blockservice.New(bs, offline.Exchange(bs))
+	defer bsvc.Close()
+	ds := mdag.NewDAGService(bsvc)
+	nd, err := ds.Get(ctx, root)
+	if err != nil {
+		return 0, fmt.Errorf("get %s from flatfs %s: %w", root, dir, err)
+	}
+	r, err := uio.NewDagReader(ctx, nd, ds)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", root, err)
+	}
+	defer r.Close()
+	n, err := io.Copy(w, r)
+	if err != nil {
+		return n, fmt.Errorf("read %s from flatfs %s: %w", root, dir, err)
+	}
+	return n, nil
+}
+
+// DropCache asks the kernel to drop every file under dir from the page
+// cache (posix_fadvise DONTNEED; dirty pages stay, so sync first), so that
+// a read of them comes from the device, as a read of shoal's store does:
+// shoal writes its shards with O_DIRECT, past the page cache.
+func DropCache(dir string) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/ipfs/go-cid"
+	"golang.org/x/sys/unix"
 
 	"github.com/shoal-project/shoal/dag"
 )
@@ -28,9 +29,19 @@ type ShardReader struct {
 	ra  io.ReaderAt
 	c   io.Closer // nil when reading from memory (fuzzing)
 	lay layout
-	br  *bufio.Reader
-	pos int64  // absolute offset of the next section
-	buf []byte // reused section buffer, at most maxSection bytes
+	br  byteReader
+	// release closes the descriptor of a direct read and returns its
+	// buffer to the Store.
+	release func()
+	pos     int64  // absolute offset of the next section
+	buf     []byte // reused section buffer, at most maxSection bytes
+}
+
+// byteReader is what Next reads sections from: a bufio.Reader, or a
+// directReader.
+type byteReader interface {
+	io.Reader
+	io.ByteReader
 }
 
 // OpenShard opens the shard stored under key for reading. An unknown key
@@ -58,6 +69,19 @@ func (s *Store) OpenShard(key string) (*ShardReader, error) {
 		return nil, fmt.Errorf("open shard %s: %w", key, err)
 	}
 	r.c = f
+	// Read the blocks with O_DIRECT, through a descriptor of their own
+	// (the index and headers are read at unaligned offsets through f),
+	// where the filesystem allows it: see directReader.
+	if df, err := os.OpenFile(sh.path, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+		d := newDirectReader(df, s.getReadBuf(), s.getReadBuf(), r.pos, r.lay.blocksEnd())
+		r.br = d
+		r.release = func() {
+			for _, b := range d.close() {
+				s.putReadBuf(b)
+			}
+			df.Close()
+		}
+	}
 	return r, nil
 }
 
@@ -146,6 +170,10 @@ func (r *ShardReader) Close() error {
 	}
 	err := r.c.Close()
 	r.c = nil
+	if r.release != nil {
+		r.release()
+		r.release = nil
+	}
 	return err
 }
 

@@ -124,6 +124,7 @@ type Store struct {
 	lock    *os.File
 	bufSize int
 	bufs    chan []byte // idle aligned writer buffers
+	rbufs   chan []byte // idle aligned shard reader buffers
 
 	// commitMu serialises what changes dir/shards: Commit's final rename and
 	// Delete, so that the key check and the rename are one step.
@@ -169,6 +170,7 @@ func Open(dir string) (*Store, error) {
 		lock:    lf,
 		bufSize: defaultBufSize,
 		bufs:    make(chan []byte, pooledBufs),
+		rbufs:   make(chan []byte, pooledBufs),
 		shards:  make(map[string]*shard),
 		index:   make(map[string]loc),
 		dups:    make(map[string][]loc),

@@ -46,6 +46,15 @@ func TestRoundTrip(t *testing.T) {
 			a := blk(t, cid.Raw, mh.SHA2_256, seeded(8, 9000))
 			return []dag.Block{a, blk(t, cid.Raw, mh.BLAKE3, seeded(9, 40000)), a, blk(t, cid.Raw, mh.IDENTITY, []byte{1, 2, 3})}
 		}},
+		{"sections across read buffers", func(t *testing.T) []dag.Block {
+			// ~3.2 MiB: the O_DIRECT reader's 1 MiB buffer refills
+			// mid-section and mid-varint.
+			var bs []dag.Block
+			for i := range 12 {
+				bs = append(bs, blk(t, cid.Raw, mh.SHA2_256, seeded(uint64(100+i), 262144+i*131)))
+			}
+			return bs
+		}},
 		{"empty raw block", func(t *testing.T) []dag.Block {
 			return []dag.Block{blk(t, cid.Raw, mh.SHA2_256, []byte{})}
 		}},

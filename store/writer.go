@@ -153,6 +153,24 @@ func (s *Store) putBuf(b []byte) {
 	}
 }
 
+// getReadBuf returns an idle aligned buffer of readBufSizeDirect bytes
+// for a ShardReader; putReadBuf takes it back.
+func (s *Store) getReadBuf() []byte {
+	select {
+	case b := <-s.rbufs:
+		return b
+	default:
+		return alignedBuf(readBufSizeDirect)
+	}
+}
+
+func (s *Store) putReadBuf(b []byte) {
+	select {
+	case s.rbufs <- b:
+	default:
+	}
+}
+
 // alignedBuf returns n bytes whose address is a multiple of align, as
 // O_DIRECT requires. Go's heap does not move objects.
 func alignedBuf(n int) []byte {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
 	"os/signal"
 	"runtime"
@@ -439,5 +440,38 @@ func TestMemoryBoundedBySlowReceiver(t *testing.T) {
 	// yamux window and its store.Writer buffers.
 	if bound := uint64(48 << 20); large > bound {
 		t.Fatalf("live heap %d bytes, above %d", large, bound)
+	}
+}
+
+// TestClusterDAGOfManyShards: the cluster-DAG of a file of thousands of
+// shards (a shard with no blocks whose list names their roots) is stored.
+// Its list was bounded as a shard's of 0 blocks (4,800 bytes), which
+// refused any file of more than ~100 shards (16 GiB at 100 MiB shards).
+func TestClusterDAGOfManyShards(t *testing.T) {
+	nodes := newCluster(t, 2)
+	for _, n := range []int{1, 200, 20000} {
+		var roots []cid.Cid
+		for i := range n {
+			roots = append(roots, sum(t, cid.DagCBOR, []byte(fmt.Sprintf("shard %d of %d", i, n)), mh.SHA2_256, -1))
+		}
+		root, list, err := shard.BuildList(shard.KindCluster, roots, shard.MaxLinks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := shard.Info{CID: root}
+		for _, l := range list {
+			info.Size += sectionCost(l.CID.ByteLen(), len(l.Data))
+		}
+		f, err := NewFanout(context.Background(), nodes[0].h, ids(nodes[1]), nil, info.Size+1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Commit(context.Background(), info, list); err != nil {
+			t.Fatalf("%d shards: %v", n, err)
+		}
+		f.Abort()
+		if !nodes[1].st.HasShard(root.String()) {
+			t.Errorf("%d shards: the receiver does not hold the cluster-DAG %s", n, root)
+		}
 	}
 }

@@ -53,6 +53,14 @@ const (
 	// levels deep (shard.DecodeNode), hence the slack.
 	listBytesPerBlock = 300
 	listSlack         = 16
+	// clusterListBytes and clusterListNodes bound the list nodes of a
+	// shard with no blocks, a file's cluster-DAG, whose items are the
+	// file's shard roots, which the stream does not carry: 64 MiB names
+	// ~1.5 million shards (~42 bytes a link), 150 TiB at the default
+	// 100 MiB shards, in at most ~200 full nodes of shard.MaxLinks links;
+	// the bound is what one such stream may make a receiver hold.
+	clusterListBytes = 64 << 20
+	clusterListNodes = 4096
 	// maxMessage bounds an answer's reason.
 	maxMessage = 1 << 10
 )

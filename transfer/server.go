@@ -302,11 +302,19 @@ func readEnd(fr *frameReader, blocks int, addSize func(cl, dl int) error) (shard
 	if info.Length, err = fr.uvarint("length", math.MaxUint64); err != nil {
 		return info, nil, err
 	}
-	nn, err := fr.uvarint("number of list nodes", uint64(blocks+listSlack))
+	// A shard's list grows with its blocks. A cluster-DAG (no blocks)
+	// lists the file's shards, which this stream does not carry: its
+	// bounds are fixed ones. Bounding it by blocks, as before, refused
+	// the cluster-DAG of any file of more than ~100 shards.
+	maxNodes, budget := uint64(blocks+listSlack), int64(blocks+listSlack)*listBytesPerBlock
+	if blocks == 0 {
+		maxNodes, budget = clusterListNodes, clusterListBytes
+	}
+	limit := budget
+	nn, err := fr.uvarint("number of list nodes", maxNodes)
 	if err != nil {
 		return info, nil, err
 	}
-	budget := int64(blocks+listSlack) * listBytesPerBlock
 	nodes := make([]dag.Block, 0, nn)
 	for range nn {
 		c, err := fr.cid()
@@ -321,7 +329,7 @@ func readEnd(fr *frameReader, blocks int, addSize func(cl, dl int) error) (shard
 			return info, nil, err
 		}
 		if budget -= int64(dl); budget < 0 {
-			return info, nil, fmt.Errorf("the list nodes take more than %d bytes for %d blocks", int64(blocks+listSlack)*listBytesPerBlock, blocks)
+			return info, nil, fmt.Errorf("the list nodes take more than %d bytes for %d blocks", limit, blocks)
 		}
 		if err := addSize(c.ByteLen(), int(dl)); err != nil {
 			return info, nil, err

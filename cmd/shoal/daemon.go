@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/pprof"
 
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
@@ -24,7 +25,11 @@ func newDaemonCmd() *cobra.Command {
 forms a one-peer cluster; a peer started with --bootstrap MULTIADDR/p2p/PEERID
 asks that cluster to add it and catches up. A restarted peer resumes its
 cluster. On SIGINT or SIGTERM it shuts down within a few seconds, also when
-the cluster has lost its quorum.`,
+the cluster has lost its quorum.
+
+With SHOAL_CPUPROFILE=FILE in its environment the daemon records a CPU
+profile (runtime/pprof) from start to shutdown into FILE, for
+"go tool pprof"; the benchmarks use it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if repo == "" {
@@ -39,6 +44,13 @@ the cluster has lost its quorum.`,
 				addrs = append(addrs, a)
 			}
 			logger := log.New(os.Stderr, "", log.LstdFlags)
+			if path := os.Getenv("SHOAL_CPUPROFILE"); path != "" {
+				stop, err := startCPUProfile(path)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			p, err := cluster.Start(cmd.Context(), repo, cluster.Options{Bootstrap: addrs, Version: version, Logger: logger})
 			if err != nil {
 				return err
@@ -59,4 +71,21 @@ the cluster has lost its quorum.`,
 	fl.StringVar(&repo, "repo", "", "peer directory (default $SHOAL_PATH, else ~/.shoal)")
 	fl.StringArrayVar(&bootstrap, "bootstrap", nil, "full multiaddr of a cluster peer to join, repeatable")
 	return cmd
+}
+
+// startCPUProfile records a CPU profile into path until stop is called.
+// Opt-in through SHOAL_CPUPROFILE: a profile costs a few percent of CPU.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("SHOAL_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("SHOAL_CPUPROFILE %s: %w", path, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
