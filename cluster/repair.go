@@ -305,24 +305,34 @@ func assign(cands map[peer.ID]allocate.Candidate, peers []peer.ID, size int64) {
 // choose picks the new holders of a part: up to rmax with the live ones,
 // at least one, among the candidates with room that are not avoided.
 func (r *repairer) choose(part cid.Cid, size int64, rmin, rmax int, live []peer.ID, free map[peer.ID]allocate.Candidate) ([]peer.ID, error) {
-	var cands []allocate.Candidate
 	cur := make([]string, len(live))
 	for i, id := range live {
 		cur[i] = id.String()
 	}
-	for id, c := range free {
-		if !r.avoided(part, id) || slices.Contains(live, id) {
-			cands = append(cands, c)
+	pick := func(avoid bool) ([]string, error) {
+		var cands []allocate.Candidate
+		for id, c := range free {
+			if !avoid || !r.avoided(part, id) || slices.Contains(live, id) {
+				cands = append(cands, c)
+			}
 		}
+		slices.SortFunc(cands, func(a, b allocate.Candidate) int { return cmp.Compare(a.ID, b.ID) })
+		// Ask for rmin, else for one more than the live holders: a part
+		// below its minimum gains what it can.
+		strategy := r.p.cfg.Health.Allocator
+		ids, err := allocate.Allocate(allocate.Request{Size: size, RMin: rmin, RMax: rmax, Current: cur, Strategy: strategy}, cands)
+		if err != nil {
+			ids, err = allocate.Allocate(allocate.Request{Size: size, RMin: len(live) + 1, RMax: max(rmax, len(live)+1),
+				Current: cur, Strategy: strategy}, cands)
+		}
+		return ids, err
 	}
-	slices.SortFunc(cands, func(a, b allocate.Candidate) int { return cmp.Compare(a.ID, b.ID) })
-	// Ask for rmin, else for one more than the live holders: a part below
-	// its minimum gains what it can.
-	strategy := r.p.cfg.Health.Allocator
-	ids, err := allocate.Allocate(allocate.Request{Size: size, RMin: rmin, RMax: rmax, Current: cur, Strategy: strategy}, cands)
+	// Peers that failed to copy this part come last: tried again when no
+	// other can take it (a copy can fail for a passing reason, like a
+	// holder restarting, and a small cluster may have no one else).
+	ids, err := pick(true)
 	if err != nil {
-		ids, err = allocate.Allocate(allocate.Request{Size: size, RMin: len(live) + 1, RMax: max(rmax, len(live)+1),
-			Current: cur, Strategy: strategy}, cands)
+		ids, err = pick(false)
 	}
 	if err != nil {
 		return nil, err
