@@ -495,6 +495,13 @@ func (t *tracker) retryDue() {
 			t.nextRetry = f.next
 		}
 	}
+	// Retries come in waves at least retryAfter apart: the scan is over
+	// every failure (10^6 pins nobody holds cost ~50 ms), and failures
+	// that happened at different times would otherwise make one due
+	// every round.
+	if wave := now.Add(retryAfter); t.nextRetry.Before(wave) {
+		t.nextRetry = wave
+	}
 }
 
 // fail records that c could not be fetched.
