@@ -15,17 +15,23 @@ func optionalCID(q url.Values) (string, error) {
 	return parseCID(q.Get("cid"))
 }
 
+// scope reads the optional cid and the local flag of an action on one pin
+// or on all of them.
+func scope(q url.Values) (c string, local bool, err error) {
+	if local, err = boolParam(q, "local"); err != nil {
+		return "", false, err
+	}
+	c, err = optionalCID(q)
+	return c, local, err
+}
+
 // postVerify re-hashes stored parts (Verifier).
 func (s *Server) postVerify(w http.ResponseWriter, r *http.Request, q url.Values) error {
 	v, ok := s.b.(Verifier)
 	if !ok {
 		return &statusError{http.StatusNotImplemented, "this peer cannot verify its store"}
 	}
-	local, err := boolParam(q, "local")
-	if err != nil {
-		return err
-	}
-	c, err := optionalCID(q)
+	c, local, err := scope(q)
 	if err != nil {
 		return err
 	}
@@ -43,11 +49,7 @@ func (s *Server) postRecover(w http.ResponseWriter, r *http.Request, q url.Value
 	if !ok {
 		return &statusError{http.StatusNotImplemented, "this peer has no tracker to drive"}
 	}
-	local, err := boolParam(q, "local")
-	if err != nil {
-		return err
-	}
-	c, err := optionalCID(q)
+	c, local, err := scope(q)
 	if err != nil {
 		return err
 	}
