@@ -20,8 +20,11 @@
 //     bytes, export its whole DAG as a CARv1 file, from this peer's store
 //     or the holders, every block checked against its CID.
 //   - reaper: aborts adds that can never finish (owner restarted, left, or
-//     unreachable past pinning.abandoned_add_grace); only the leader reaps
-//     others' adds.
+//     unreachable past pinning.abandoned_add_grace; interrupted by their
+//     client and not resumed within pinning.resume_grace); only the
+//     leader reaps others' adds.
+//   - rebalance (rebalance.go): moves parts from the fullest live peer to
+//     the emptiest, copy first, then drop the old holder.
 //   - monitor (monitor.go): heartbeats with metrics; repairer (repair.go):
 //     the leader re-allocates parts whose live holders fell below rmin;
 //     drain (drain.go): the same ops empty a peer before its removal.
