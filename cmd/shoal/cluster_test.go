@@ -58,14 +58,25 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// handedOut are the ports freePort gave already: the kernel may offer a
+// port again once its probe listener closed, and two daemons told the same
+// port both bind it (libp2p listens with SO_REUSEPORT), so that one then
+// refuses to dial the other as itself.
+var handedOut sync.Map
+
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if _, dup := handedOut.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // newTestCluster initialises n peers (not started) sharing one secret.
