@@ -112,32 +112,9 @@ func (cw *carWriter) put(b dag.Block) error {
 // holders in turn.
 func (p *Peer) exportShard(ctx context.Context, root cid.Cid, idx int, sh consensus.Shard, members []peer.ID, cw *carWriter) error {
 	var done uint64 // blocks of sh written so far
-	var errs []string
-	for i, src := range p.shardSources(ctx, sh, members) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		sc, err := src.open()
-		if i == 0 && errors.Is(err, store.ErrNotFound) {
-			continue // not held here: nothing to report
-		}
-		if err == nil {
-			err = copyBlocks(sc, sh, &done, cw.put)
-			sc.close()
-			if err == nil {
-				return nil
-			}
-			if cw.err != nil {
-				return fmt.Errorf("write %s: %w", root, cw.err)
-			}
-			if cerr := ctx.Err(); cerr != nil {
-				return cerr
-			}
-		}
-		p.log("export %s: shard %d (%s) from %s: %v", root, idx, sh.CID, src.name, err)
-		errs = append(errs, fmt.Sprintf("%s: %v", src.name, err))
-	}
-	return fmt.Errorf("%w: no peer could serve shard %d (%s) of %s: %s", api.ErrUnavailable, idx, sh.CID, root, strings.Join(errs, "; "))
+	return p.fromHolders(ctx, "export", root, idx, sh, members, func(sc *shardCopy) (error, error) {
+		return copyBlocks(sc, sh, &done, cw.put), cw.err
+	})
 }
 
 // copyBlocks passes sc's data blocks to put, in order, from the *done-th

@@ -196,6 +196,20 @@ type shardCopy struct {
 // catShard writes the file bytes [from, to) that shard idx of root holds,
 // trying its holders in turn.
 func (p *Peer) catShard(ctx context.Context, root cid.Cid, idx int, sh consensus.Shard, members []peer.ID, from, to uint64, sw *sinkWriter) error {
+	return p.fromHolders(ctx, "cat", root, idx, sh, members, func(sc *shardCopy) (error, error) {
+		n, err := copyShard(sc, sh, from, to, sw)
+		from += n
+		return err, sw.err
+	})
+}
+
+// fromHolders runs use on a copy of shard idx of root from each of its
+// sources in turn (shardSources) until one succeeds. use returns the
+// copy's error and, separately, a failure of the caller's own writer,
+// which ends the attempts; use resumes where the failed source stopped.
+// what names the operation in the log and the error.
+func (p *Peer) fromHolders(ctx context.Context, what string, root cid.Cid, idx int, sh consensus.Shard, members []peer.ID,
+	use func(sc *shardCopy) (err, sinkErr error)) error {
 	var errs []string
 	for i, src := range p.shardSources(ctx, sh, members) {
 		if err := ctx.Err(); err != nil {
@@ -206,21 +220,20 @@ func (p *Peer) catShard(ctx context.Context, root cid.Cid, idx int, sh consensus
 			continue // not held here: nothing to report
 		}
 		if err == nil {
-			var n uint64
-			n, err = copyShard(sc, sh, from, to, sw)
+			var sinkErr error
+			err, sinkErr = use(sc)
 			sc.close()
-			from += n
 			if err == nil {
 				return nil
 			}
-			if sw.err != nil {
-				return fmt.Errorf("write %s: %w", root, sw.err)
+			if sinkErr != nil {
+				return fmt.Errorf("write %s: %w", root, sinkErr)
 			}
 			if cerr := ctx.Err(); cerr != nil {
 				return cerr
 			}
 		}
-		p.log("cat %s: shard %d (%s) from %s: %v", root, idx, sh.CID, src.name, err)
+		p.log("%s %s: shard %d (%s) from %s: %v", what, root, idx, sh.CID, src.name, err)
 		errs = append(errs, fmt.Sprintf("%s: %v", src.name, err))
 	}
 	return fmt.Errorf("%w: no peer could serve shard %d (%s) of %s: %s", api.ErrUnavailable, idx, sh.CID, root, strings.Join(errs, "; "))
