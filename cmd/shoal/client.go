@@ -120,6 +120,14 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
+// optionalCIDArg allows at most one positional argument, a CID.
+func optionalCIDArg(cmd *cobra.Command, args []string) error {
+	if len(args) > 1 {
+		return fmt.Errorf("%s takes at most one CID, got %d arguments", name(cmd), len(args))
+	}
+	return nil
+}
+
 // oneArg requires exactly one positional argument, a what.
 func oneArg(what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {

@@ -19,12 +19,7 @@ func newRecoverCmd(g *apiFlags) *cobra.Command {
 CID) that it failed to fetch, instead of waiting out their backoff (10 s, doubling up to
 10 min). It prints, per peer, how many it retried and what still fails. With --local only
 the answering peer retries. Exit status 1 when some peer could not be asked.`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 1 {
-				return fmt.Errorf("%s takes at most one CID, got %d arguments", name(cmd), len(args))
-			}
-			return nil
-		},
+		Args: optionalCIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {

@@ -29,12 +29,7 @@ With --local the answering peer reports only its own view, without asking the
 others. --filter (without CID) lists only the pins with a peer, for the pin or for
 one of its shards, in one of the given states: a comma-separated list of queued,
 pinning, pinned, pin_error (or error), unpinning, unpinned, remote, unreachable.`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 1 {
-				return fmt.Errorf("%s takes at most one CID, got %d arguments", name(cmd), len(args))
-			}
-			return nil
-		},
+		Args: optionalCIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			filter, err := api.ParseStatusFilter(filterArg)
 			if err != nil {

@@ -26,12 +26,7 @@ With --local only the answering peer verifies its own store.
 
 Exit status: 0 when every part is ok, 1 when damage was found, 2 when no
 damage was found but some part or peer could not be checked.`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 1 {
-				return fmt.Errorf("%s takes at most one CID, got %d arguments", name(cmd), len(args))
-			}
-			return nil
-		},
+		Args: optionalCIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
