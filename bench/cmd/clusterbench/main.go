@@ -17,12 +17,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/shoal-project/shoal/bench"
 )
 
 type options struct {
@@ -58,18 +58,7 @@ var modes = map[string]mode{
 	"-1": {"rmin=rmax=-1", -1, -1},
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := run(ctx, os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "clusterbench: %s\n", err)
-		os.Exit(1)
-	}
-}
+func main() { bench.Main("clusterbench", run, nil) }
 
 func run(ctx context.Context, args []string) error {
 	fl := flag.NewFlagSet("clusterbench", flag.ContinueOnError)

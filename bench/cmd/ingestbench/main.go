@@ -17,10 +17,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/shoal-project/shoal/bench"
@@ -42,23 +40,7 @@ type options struct {
 	quietWait time.Duration
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	if len(os.Args) > 1 && os.Args[1] == "child" {
-		err = child(ctx, os.Args[2:])
-	} else {
-		err = run(ctx, os.Args[1:])
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "ingestbench: %s\n", err)
-		os.Exit(1)
-	}
-}
+func main() { bench.Main("ingestbench", run, child) }
 
 func run(ctx context.Context, args []string) error {
 	fl := flag.NewFlagSet("ingestbench", flag.ContinueOnError)
