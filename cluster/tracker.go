@@ -588,6 +588,12 @@ func (t *tracker) fetch(ctx context.Context, c cid.Cid, get func() error) {
 		t.fail(c, err.Error())
 		t.p.log("pin %s: %v", c, err)
 	}
+	if err == nil {
+		// The state may have stopped wanting c while it was copied (a
+		// repair ended without this peer, an unpin): its journal entry
+		// was checked before the copy was stored.
+		t.check(c)
+	}
 }
 
 // copyPart copies shard or cluster-DAG c from the first of its holders
