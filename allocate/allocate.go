@@ -8,9 +8,17 @@
 //  1. Peers that already hold the item (current allocations) and are still
 //     candidates keep it, in their current order, as long as they can:
 //     moving data is the most expensive thing a cluster does.
-//  2. The remaining candidates that have room for the item are taken by
-//     most free space first; ties go to the lower peer ID, so the order is
-//     total and deterministic.
+//  2. The remaining candidates that have room for the item are taken:
+//     a. peers that took the item just before this one in the same batch
+//     (Request.Recent[0]: the previous shard of a sharded add) after
+//     every other, so consecutive shards spread over the peers instead
+//     of piling onto the one with most room (metrics lag behind a fast
+//     add, and peers sharing a disk all report the same free space);
+//     b. then by most free space;
+//     c. then the least recently used in the batch (a peer in no entry of
+//     Recent first, then the one whose latest item is oldest, then the one
+//     in fewest entries), so peers that tie take turns;
+//     d. then the lower peer ID, so the order is total and deterministic.
 //  3. Peers are added until RMax is reached (every candidate when RMax is
 //     -1). Fewer than RMin peers (fewer than one for -1) is an error that
 //     says how many could take it.
@@ -22,6 +30,7 @@ package allocate
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -61,6 +70,11 @@ type Request struct {
 	// Strategy orders the other candidates: FreeSpace ("" too) or
 	// Balanced.
 	Strategy string
+	// Recent are the allocations of the latest items of the same batch,
+	// most recent first (a sharded add passes its last shards'); nil when
+	// the item stands alone. Step 2 a and c read it; a few entries per
+	// candidate peer are enough.
+	Recent [][]string
 }
 
 // ErrNotEnoughPeers is wrapped by Allocate when fewer than RMin peers can
@@ -73,11 +87,11 @@ func Allocate(req Request, cands []Candidate) ([]string, error) {
 		(req.RMax != Everywhere && req.RMin > req.RMax) || (req.RMin == Everywhere) != (req.RMax == Everywhere) {
 		return nil, fmt.Errorf("replication %d..%d is not valid", req.RMin, req.RMax)
 	}
-	order := byFreeSpace
+	strategy := byFreeSpace
 	switch req.Strategy {
 	case "", FreeSpace:
 	case Balanced:
-		order = byBalance
+		strategy = byBalance
 	default:
 		return nil, fmt.Errorf("allocation strategy %q is not known; use %s or %s", req.Strategy, FreeSpace, Balanced)
 	}
@@ -108,7 +122,12 @@ func Allocate(req Request, cands []Candidate) ([]string, error) {
 			rest = append(rest, c)
 		}
 	}
-	slices.SortFunc(rest, order)
+	prev, age, count := recency(req.Recent)
+	slices.SortFunc(rest, func(a, b Candidate) int {
+		return cmp.Or(compareBool(prev[a.ID], prev[b.ID]), strategy(a, b),
+			cmp.Compare(ageOf(age, b.ID), ageOf(age, a.ID)), cmp.Compare(count[a.ID], count[b.ID]),
+			cmp.Compare(a.ID, b.ID))
+	})
 	for _, c := range rest {
 		if len(out) == want {
 			break
@@ -129,7 +148,42 @@ func Allocate(req Request, cands []Candidate) ([]string, error) {
 	return out, nil
 }
 
-// byFreeSpace orders by most free space, then lowest ID.
-func byFreeSpace(a, b Candidate) int {
-	return cmp.Or(cmp.Compare(b.Free, a.Free), cmp.Compare(a.ID, b.ID))
+// byFreeSpace orders by most free space.
+func byFreeSpace(a, b Candidate) int { return cmp.Compare(b.Free, a.Free) }
+
+// recency reads Recent: the peers of the previous item, and for each peer
+// the index of the latest entry that holds it and how many entries do.
+func recency(recent [][]string) (prev map[string]bool, age, count map[string]int) {
+	prev, age, count = map[string]bool{}, map[string]int{}, map[string]int{}
+	for i, ids := range recent {
+		for _, id := range ids {
+			if i == 0 {
+				prev[id] = true
+			}
+			if _, ok := age[id]; !ok {
+				age[id] = i
+			}
+			count[id]++
+		}
+	}
+	return prev, age, count
+}
+
+// ageOf is how many items ago id last took one: unused peers are oldest.
+func ageOf(age map[string]int, id string) int {
+	if a, ok := age[id]; ok {
+		return a
+	}
+	return math.MaxInt
+}
+
+// compareBool orders false before true.
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

@@ -64,7 +64,7 @@ func naive(req Request, cands []Candidate) ([]string, bool) {
 			if in(c.ID) || c.Free < req.Size {
 				continue
 			}
-			if best < 0 || c.Free > cands[best].Free || (c.Free == cands[best].Free && c.ID < cands[best].ID) {
+			if best < 0 || naiveBetter(req, c, cands[best], func(c, b Candidate) int { return int(b.Free - c.Free) }) {
 				best = i
 			}
 		}
@@ -78,6 +78,57 @@ func naive(req Request, cands []Candidate) ([]string, bool) {
 		need = 1
 	}
 	return out, len(out) >= need
+}
+
+// naiveBetter says whether c goes before b: not in the previous item's
+// peers, then by the strategy's figures (primary < 0: c first), then used
+// longest ago in req.Recent, then in fewest entries of it, then by ID;
+// found by scanning Recent.
+func naiveBetter(req Request, c, b Candidate, primary func(c, b Candidate) int) bool {
+	prev := func(id string) bool { return len(req.Recent) > 0 && slices.Contains(req.Recent[0], id) }
+	age := func(id string) int {
+		for i, ids := range req.Recent {
+			if slices.Contains(ids, id) {
+				return i
+			}
+		}
+		return 1 << 30
+	}
+	count := func(id string) int {
+		n := 0
+		for _, ids := range req.Recent {
+			for _, x := range ids {
+				if x == id {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	switch {
+	case prev(c.ID) != prev(b.ID):
+		return !prev(c.ID)
+	case primary(c, b) != 0:
+		return primary(c, b) < 0
+	case age(c.ID) != age(b.ID):
+		return age(c.ID) > age(b.ID)
+	case count(c.ID) != count(b.ID):
+		return count(c.ID) < count(b.ID)
+	}
+	return c.ID < b.ID
+}
+
+// randomRecent returns up to 3 earlier allocations of peers p0..p9.
+func randomRecent(r *rand.Rand) [][]string {
+	var out [][]string
+	for range r.IntN(4) {
+		var ids []string
+		for range 1 + r.IntN(2) {
+			ids = append(ids, fmt.Sprintf("p%d", r.IntN(10)))
+		}
+		out = append(out, ids)
+	}
+	return out
 }
 
 // TestAllocateMatchesNaive: random inputs, the same answer as the naive
@@ -101,6 +152,7 @@ func TestAllocateMatchesNaive(t *testing.T) {
 		for range r.IntN(3) {
 			req.Current = append(req.Current, fmt.Sprintf("p%d", r.IntN(10)))
 		}
+		req.Recent = randomRecent(r)
 		got, err := Allocate(req, cands)
 		want, ok := naive(req, cands)
 		if ok != (err == nil) {
@@ -136,4 +188,61 @@ func cmpStr(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// TestSpreadsConsecutiveShards places the shards of one add in turn, as
+// the sharded add does (Recent: the last shards' peers), and checks the
+// spread: peers that tie (one shared disk) take turns, no peer takes two
+// consecutive shards while another has room, none is ever overfilled.
+func TestSpreadsConsecutiveShards(t *testing.T) {
+	tests := []struct {
+		name       string
+		free       []int64 // per peer, before the add
+		stale      bool    // metrics never updated during the add
+		rmax       int
+		shards     int
+		wantCounts []int // shards per peer at the end; nil: not checked
+	}{
+		{"shared disk, rmax 1", []int64{5000, 5000, 5000}, true, 1, 30, []int{10, 10, 10}},
+		{"shared disk, rmax 2", []int64{5000, 5000, 5000, 5000}, true, 2, 30, []int{15, 15, 15, 15}},
+		{"shared disk, rmax 2 of 3", []int64{5000, 5000, 5000}, true, 2, 30, []int{20, 20, 20}},
+		{"fresh metrics, different sizes", []int64{1500, 900, 600}, false, 1, 30, []int{15, 9, 6}},
+		{"stale metrics, different sizes", []int64{3000, 2000, 1000}, true, 1, 30, []int{15, 15, 0}},
+	}
+	const size = 100
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			free := slices.Clone(tt.free)
+			counts := make([]int, len(free))
+			var recent [][]string
+			for s := range tt.shards {
+				cands := make([]Candidate, len(free))
+				for i, f := range free {
+					cands[i] = Candidate{ID: fmt.Sprintf("p%d", i), Free: f}
+					if tt.stale {
+						cands[i].Free = tt.free[i]
+					}
+				}
+				got, err := Allocate(Request{Size: size, RMin: 1, RMax: tt.rmax, Recent: recent}, cands)
+				if err != nil {
+					t.Fatalf("shard %d: %v", s, err)
+				}
+				for _, id := range got {
+					var i int
+					fmt.Sscanf(id, "p%d", &i)
+					if free[i] -= size; free[i] < 0 {
+						t.Fatalf("shard %d: %s overfilled", s, id)
+					}
+					counts[i]++
+					if len(recent) > 0 && slices.Contains(recent[0], id) && len(cands) >= 2*tt.rmax {
+						t.Fatalf("shard %d: %s took the previous shard too, with %d peers for %d copies", s, id, len(cands), tt.rmax)
+					}
+				}
+				recent = append([][]string{got}, recent[:min(len(recent), 31)]...)
+			}
+			if tt.wantCounts != nil && !slices.Equal(counts, tt.wantCounts) {
+				t.Fatalf("shards per peer %v, want %v", counts, tt.wantCounts)
+			}
+		})
+	}
 }

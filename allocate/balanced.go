@@ -10,13 +10,15 @@ import "cmp"
 // comment are the same; step 2 differs:
 //
 //  2. The remaining candidates that have room for the item (Free >= Size,
-//     as with freespace: a full peer never takes more) are taken by:
-//     a. fewest stored bytes (Used) first;
-//     b. then fewest stored shards (Shards): among peers holding equal
+//     as with freespace: a full peer never takes more) are taken:
+//     a. peers that took the previous item of the batch after every
+//     other, as with freespace;
+//     b. then by fewest stored bytes (Used);
+//     c. then fewest stored shards (Shards): among peers holding equal
 //     bytes, the one with fewer files takes the next one, so many small
 //     pins spread like a few large ones;
-//     c. then most free space, then lowest peer ID, so the order is
-//     total and deterministic.
+//     d. then most free space, then the least recently used in the batch,
+//     then lowest peer ID, so the order is total and deterministic.
 //
 // The figures are the candidates' last heartbeat metrics (api.Metrics),
 // so a peer that received items since its last heartbeat looks emptier
@@ -25,6 +27,5 @@ import "cmp"
 
 // byBalance orders candidates for the balanced strategy.
 func byBalance(a, b Candidate) int {
-	return cmp.Or(cmp.Compare(a.Used, b.Used), cmp.Compare(a.Shards, b.Shards),
-		cmp.Compare(b.Free, a.Free), cmp.Compare(a.ID, b.ID))
+	return cmp.Or(cmp.Compare(a.Used, b.Used), cmp.Compare(a.Shards, b.Shards), cmp.Compare(b.Free, a.Free))
 }

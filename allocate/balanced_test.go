@@ -58,15 +58,15 @@ func naiveBalanced(req Request, cands []Candidate) ([]string, bool) {
 		}
 	}
 	better := func(c, b Candidate) bool {
-		switch {
-		case c.Used != b.Used:
-			return c.Used < b.Used
-		case c.Shards != b.Shards:
-			return c.Shards < b.Shards
-		case c.Free != b.Free:
-			return c.Free > b.Free
-		}
-		return c.ID < b.ID
+		return naiveBetter(req, c, b, func(c, b Candidate) int {
+			switch {
+			case c.Used != b.Used:
+				return int(c.Used - b.Used)
+			case c.Shards != b.Shards:
+				return c.Shards - b.Shards
+			}
+			return int(b.Free - c.Free)
+		})
 	}
 	for len(out) < want {
 		best := -1
@@ -111,6 +111,7 @@ func TestBalancedMatchesNaive(t *testing.T) {
 		for range r.IntN(3) {
 			req.Current = append(req.Current, fmt.Sprintf("p%d", r.IntN(10)))
 		}
+		req.Recent = randomRecent(r)
 		got, err := Allocate(req, cands)
 		want, ok := naiveBalanced(req, cands)
 		if ok != (err == nil) || (err != nil && !errors.Is(err, ErrNotEnoughPeers)) {
