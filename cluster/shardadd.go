@@ -115,6 +115,9 @@ func (b backend) addSharded(ctx context.Context, r io.Reader, ap api.AddParams, 
 	}()
 
 	cut := shard.NewCutter(op, shard.MaxLinks)
+	// Shard i is confirmed and recorded while shard i+1 streams: the
+	// receivers' fsync and the consensus round no longer stall the add.
+	cut.Overlap(ctx)
 	root, err := in.AddReader(ctx, r, ap.Name, ingest.AddOptions{Wrap: ap.Wrap}, cut, nil)
 	if err != nil {
 		cut.Abort()
@@ -210,7 +213,10 @@ func (b backend) replication(rmin, rmax int) (int, int) {
 }
 
 // shardOpener allocates each shard as the cutter opens it and records it
-// in consensus once the peers confirmed it.
+// in consensus once the peers confirmed it. The cutter overlaps commits:
+// a recordingWriter's Commit runs while Open chooses the next shard's
+// peers, so the two touch disjoint fields (Open: shards, recent; Commit:
+// keys, recorded).
 type shardOpener struct {
 	b          backend
 	id         string
@@ -227,7 +233,14 @@ type shardOpener struct {
 	// done are the shards a resumed add recorded before it was
 	// interrupted: the same bytes must cut into them again.
 	done []consensus.Shard
+	// recent are the peers chosen for the latest shards, most recent
+	// first (allocate.Request.Recent), at most recentShards of them.
+	recent [][]string
 }
+
+// recentShards is how many earlier shards' peers the allocator sees: enough
+// for peers that tie to take turns in clusters of a few dozen peers.
+const recentShards = 32
 
 // choose picks the peers for the next shard and the most bytes it may
 // take: the requested size, or the room of the smallest chosen peer.
@@ -243,10 +256,11 @@ func (o *shardOpener) choose(ctx context.Context, index int) ([]peer.ID, int64, 
 		}
 	}
 	ids, err := allocate.Allocate(allocate.Request{Size: minShardRoom, RMin: o.rmin, RMax: o.rmax,
-		Strategy: o.b.p.cfg.Health.Allocator}, cands)
+		Strategy: o.b.p.cfg.Health.Allocator, Recent: o.recent}, cands)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: shard %d: %v", api.ErrConflict, index, err)
 	}
+	o.recent = append([][]string{ids}, o.recent[:min(len(o.recent), recentShards-1)]...)
 	limit := o.size
 	peers := make([]peer.ID, len(ids))
 	for i, id := range ids {

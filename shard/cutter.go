@@ -61,9 +61,25 @@ var ErrBlockTooBig = errors.New("block does not fit in a shard")
 //
 // Memory: the CIDs of the open shard's blocks (to build its list node) and
 // one Info per closed shard; never block data.
+//
+// By default a shard's Commit runs on the cutter's goroutine, so the
+// stream waits while the shard is made safe (receivers fsync, consensus
+// records it). After Overlap, each Commit runs on a goroutine of its own
+// while the next shard fills, at most one at a time and in order:
+//
+//	builder:   [fill 0][fill 1 .........][fill 2 ........]
+//	committer:         [commit 0]        [commit 1]
+//
+// A failed commit fails the next Put, Close, or the next commit's start;
+// Close and Abort return only once no commit is running.
 type Cutter struct {
 	open     Opener
 	maxLinks int
+
+	// commitCtx, when set (Overlap), is the context of background commits;
+	// committing is closed with the last one's error, nil when none runs.
+	commitCtx  context.Context
+	committing chan error
 
 	shards []Info
 	w      Writer
@@ -83,6 +99,35 @@ type Cutter struct {
 // the list node width (MaxLinks unless a test wants deep trees).
 func NewCutter(open Opener, maxLinks int) *Cutter {
 	return &Cutter{open: open, maxLinks: maxLinks}
+}
+
+// Overlap makes the cutter commit each shard in the background, under
+// ctx, while the next one fills (see Cutter). ctx must outlive the
+// stream: the pipeline's own context ends before the last commit does.
+// Call it before the first Put.
+func (s *Cutter) Overlap(ctx context.Context) { s.commitCtx = ctx }
+
+// wait waits for the running background commit, if any, and returns its
+// error.
+func (s *Cutter) wait() error {
+	if s.committing == nil {
+		return nil
+	}
+	err := <-s.committing
+	s.committing = nil
+	return err
+}
+
+// failed returns the error of a background commit that already failed,
+// without waiting for one still running.
+func (s *Cutter) failed() error {
+	select {
+	case err := <-s.committing: // a nil channel is never ready
+		s.committing = nil
+		return err
+	default:
+		return nil
+	}
 }
 
 // sectionCost is what a block costs in a CAR file: its section.
@@ -105,6 +150,9 @@ const listOverhead = 256
 
 // Put adds b to the open shard, closing it first when b would overflow it.
 func (s *Cutter) Put(ctx context.Context, b dag.Block) error {
+	if err := s.failed(); err != nil {
+		return err
+	}
 	section := sectionCost(b.CID, len(b.Data))
 	cost := section + linkCost(b.CID, s.maxLinks)
 	if s.w != nil && (s.est+cost > s.limit || s.maxBlocks > 0 && s.cur.Blocks >= s.maxBlocks) {
@@ -158,14 +206,31 @@ func (s *Cutter) closeShard(ctx context.Context) error {
 	for _, n := range nodes {
 		s.cur.Size += sectionCost(n.CID, len(n.Data))
 	}
-	w := s.w
+	w, info := s.w, s.cur
 	s.w = nil
-	if err := w.Commit(ctx, s.cur, nodes); err != nil {
-		w.Abort()
-		return fmt.Errorf("commit shard %d: %w", s.cur.Index, err)
+	commit := func(ctx context.Context) error {
+		if err := w.Commit(ctx, info, nodes); err != nil {
+			w.Abort()
+			return fmt.Errorf("commit shard %d: %w", info.Index, err)
+		}
+		return nil
 	}
-	s.shards = append(s.shards, s.cur)
-	s.offset += s.cur.Length
+	// The previous shard first: commits end in order, one at a time.
+	if err := s.wait(); err != nil {
+		w.Abort()
+		return err
+	}
+	if s.commitCtx == nil {
+		if err := commit(ctx); err != nil {
+			return err
+		}
+	} else {
+		done := make(chan error, 1)
+		s.committing = done
+		go func() { done <- commit(s.commitCtx) }()
+	}
+	s.shards = append(s.shards, info)
+	s.offset += info.Length
 	return nil
 }
 
@@ -177,15 +242,20 @@ func (s *Cutter) Close(ctx context.Context) ([]Info, error) {
 			return nil, err
 		}
 	}
+	if err := s.wait(); err != nil {
+		return nil, err
+	}
 	return s.shards, nil
 }
 
-// Abort drops the open shard, if any.
+// Abort drops the open shard, if any, and waits for a background commit
+// to end (the caller cancels Overlap's context to hurry it).
 func (s *Cutter) Abort() {
 	if s.w != nil {
 		s.w.Abort()
 		s.w = nil
 	}
+	_ = s.wait()
 }
 
 func uvarintLen(v uint64) int {

@@ -9,7 +9,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/ipld/go-ipld-prime/codec/dagcbor"
@@ -248,10 +250,17 @@ func TestCutter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, width := range []int{3, MaxLinks} {
+	for _, tc := range []struct {
+		width   int
+		overlap bool
+	}{{3, false}, {MaxLinks, false}, {MaxLinks, true}} {
+		width := tc.width
 		limits := func(i int) int64 { return int64(200000 + (i%3)*150000) } // varying room
 		o := &memOpener{limits: limits}
 		cut := NewCutter(o, width)
+		if tc.overlap {
+			cut.Overlap(context.Background())
+		}
 		root, err := in.File(context.Background(), bytes.NewReader(data), cut)
 		if err != nil {
 			t.Fatal(err)
@@ -312,6 +321,118 @@ func TestCutter(t *testing.T) {
 		if width == MaxLinks && len(infos) < 8 {
 			t.Fatalf("only %d shards for 3 MiB at <=500 kB each", len(infos))
 		}
+	}
+}
+
+// gatedOpener's writers hold the commit of shard i until shard i+1 gets
+// its first block, which only an overlapping cutter gives it; failAt's
+// commit fails.
+type gatedOpener struct {
+	memOpener
+	failAt  int
+	mu      sync.Mutex      // guards started
+	started []chan struct{} // closed by shard i's first Put
+}
+
+type gatedWriter struct {
+	memWriter
+	g     *gatedOpener
+	i     int
+	begun bool
+}
+
+func (o *gatedOpener) Open(_ context.Context, i int) (Writer, int64, error) {
+	o.mu.Lock()
+	o.started = append(o.started, make(chan struct{}))
+	o.mu.Unlock()
+	return &gatedWriter{memWriter: memWriter{o: &o.memOpener}, g: o, i: i}, o.limits(i), nil
+}
+
+func (w *gatedWriter) Put(ctx context.Context, b dag.Block) error {
+	if !w.begun {
+		w.begun = true
+		close(w.g.startedChan(w.i))
+	}
+	return w.memWriter.Put(ctx, b)
+}
+
+func (w *gatedWriter) Commit(ctx context.Context, info Info, nodes []dag.Block) error {
+	if w.i == w.g.failAt {
+		return errors.New("receivers refused")
+	}
+	if w.i+1 < w.g.failAt {
+		// The next shard must be filling meanwhile.
+		if !w.g.begun(w.i+1, 10*time.Second) {
+			return errors.New("the next shard did not start while this one committed")
+		}
+	}
+	return w.memWriter.Commit(ctx, info, nodes)
+}
+
+// startedChan waits for shard i to be opened, then returns its channel.
+func (o *gatedOpener) startedChan(i int) chan struct{} {
+	for {
+		if ch := o.opened(i); ch != nil {
+			return ch
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// opened returns shard i's channel, nil before it is opened.
+func (o *gatedOpener) opened(i int) chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if i < len(o.started) {
+		return o.started[i]
+	}
+	return nil
+}
+
+// begun says whether shard i got its first block within d.
+func (o *gatedOpener) begun(i int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if ch := o.opened(i); ch != nil {
+			select {
+			case <-ch:
+				return true
+			case <-time.After(time.Until(deadline)):
+				return false
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
+}
+
+// TestCutterOverlap: with Overlap, shard i commits while shard i+1 fills;
+// a failed commit fails the stream, aborts its writer, and nothing is left
+// running once Abort returns.
+func TestCutterOverlap(t *testing.T) {
+	data := make([]byte, 2<<20)
+	rand.NewChaCha8(sha256.Sum256([]byte("overlap"))).Read(data)
+	p, err := dag.Options{Chunker: "size-16384"}.Params()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := ingest.New(ingest.Config{Params: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &gatedOpener{memOpener: memOpener{limits: func(int) int64 { return 300000 }}, failAt: 3}
+	cut := NewCutter(o, MaxLinks)
+	cut.Overlap(context.Background())
+	_, err = in.File(context.Background(), bytes.NewReader(data), cut)
+	if err == nil {
+		_, err = cut.Close(context.Background())
+	}
+	cut.Abort()
+	if err == nil || err.Error() != "commit shard 3: receivers refused" {
+		t.Fatalf("error %v, want the failed commit of shard 3", err)
+	}
+	if len(o.infos) != 3 || o.aborted < 1 {
+		t.Fatalf("%d shards committed, %d writers aborted; want 3 and at least 1", len(o.infos), o.aborted)
 	}
 }
 
