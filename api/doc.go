@@ -1,5 +1,5 @@
 // Package api is shoal's REST API: HTTP/JSON on the peer's API address,
-// NDJSON for streams, multipart uploads for add. The daemon implements
+// NDJSON for streams, raw or multipart uploads for add. The daemon implements
 // Backend; Server serves it; package api/client is the Go client the CLI
 // uses.
 //
@@ -16,8 +16,10 @@
 //	                            pins with a peer in one of the states
 //	                            (StatusFilter)
 //	GET    /status/{cid}        PinStatus
-//	POST   /add?PARAMS          multipart file -> AddResult
-//	POST   /add?PARAMS&events=true  multipart file -> AddEvent per shard, then
+//	POST   /add?PARAMS          file -> AddResult; the file is the body
+//	                            (application/octet-stream, named by name=)
+//	                            or its first multipart/form-data part
+//	POST   /add?PARAMS&events=true  file -> AddEvent per shard, then
 //	                            the root (NDJSON, streamed during the upload)
 //	GET    /cat/{cid}           the file's bytes (offset, length)
 //	GET    /export/{cid}        the whole DAG as a CARv1 file, streamed

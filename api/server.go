@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -511,37 +512,43 @@ var addQueryParams = []string{
 	"wrap-with-directory", "name", "rmin", "rmax", "allow-big-block", "shard", "shard-size", "events",
 }
 
-// postAdd streams the first part of a multipart/form-data body into
-// Backend.Add: the body is never held in memory or on disk here. The
-// part's filename becomes the add's name unless the query gives one.
+// postAdd streams the file into Backend.Add: the body is never held in
+// memory or on disk here. The file is the whole body when its type is
+// application/octet-stream (the CLI's way: nothing to parse, large reads),
+// else the first part of a multipart/form-data body (curl -F), whose
+// filename becomes the add's name unless the query gives one.
 func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) error {
 	p, err := parseAddParams(q)
 	if err != nil {
 		return err
 	}
-	mr, err := r.MultipartReader()
-	if err != nil {
-		return badRequest("add needs a multipart/form-data body holding the file")
-	}
-	part, err := mr.NextPart()
-	if errors.Is(err, io.EOF) {
-		return badRequest("the multipart body holds no file")
-	}
-	if err != nil {
-		return badRequest("the multipart body is malformed: %v", err)
-	}
-	defer part.Close()
-	if p.Name == "" {
-		p.Name = part.FileName()
+	var body io.Reader = r.Body
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/octet-stream" {
+		mr, err := r.MultipartReader()
+		if err != nil {
+			return badRequest("add needs the file as an application/octet-stream or multipart/form-data body")
+		}
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return badRequest("the multipart body holds no file")
+		}
+		if err != nil {
+			return badRequest("the multipart body is malformed: %v", err)
+		}
+		defer part.Close()
+		if p.Name == "" {
+			p.Name = part.FileName()
+		}
+		body = part
 	}
 	events, err := boolParam(q, "events")
 	if err != nil {
 		return err
 	}
 	if events {
-		return s.addEvents(w, r, part, p)
+		return s.addEvents(w, r, body, p)
 	}
-	res, err := s.b.Add(r.Context(), part, p)
+	res, err := s.b.Add(r.Context(), body, p)
 	if err != nil {
 		return err
 	}

@@ -287,7 +287,7 @@ func TestErrors(t *testing.T) {
 		{"add bad bool", "POST", "/add?trickle=yes", "", 400, `query parameter trickle must be true or false, not "yes"`},
 		{"add bad int", "POST", "/add?rmin=two", "", 400, `query parameter rmin must be an integer, not "two"`},
 		{"add bad replication", "POST", "/add?rmin=4&rmax=3", "", 400, "replication minimum 4 is above the maximum 3"},
-		{"add not multipart", "POST", "/add", "hello", 400, "add needs a multipart/form-data body holding the file"},
+		{"add not multipart", "POST", "/add", "hello", 400, "add needs the file as an application/octet-stream or multipart/form-data body"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -523,6 +523,29 @@ func TestAddMultipart(t *testing.T) {
 	}
 	if res.Size != uint64(len(data)) || res.Name != "big.bin" {
 		t.Fatalf("result %+v", res)
+	}
+}
+
+// TestAddRaw: a body of type application/octet-stream is the file itself,
+// named by the query.
+func TestAddRaw(t *testing.T) {
+	f := newFake()
+	s := startServer(t, api.ServerConfig{MaxBodyBytes: 1024}, f)
+	data := seeded("shoal-api-raw", 3<<20+54321)
+	resp, err := http.Post("http://"+s.Addr()+"/add?name=raw.bin&chunker=size-4096", "application/octet-stream", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res api.AddResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("status %d, %v", resp.StatusCode, err)
+	}
+	if f.addN != int64(len(data)) || f.addSum != sha256.Sum256(data) {
+		t.Fatalf("backend got %d bytes (sha256 %x), want %d (%x)", f.addN, f.addSum, len(data), sha256.Sum256(data))
+	}
+	if p := f.addParams; p.Name != "raw.bin" || p.Chunker != "size-4096" || res.Name != "raw.bin" {
+		t.Fatalf("params %+v, result %+v", p, res)
 	}
 }
 

@@ -16,13 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/shoal-project/shoal/api"
@@ -294,31 +292,19 @@ func (c *Client) AddEvents(ctx context.Context, r io.Reader, filename string, p 
 	return res, err
 }
 
-// upload POSTs r as the multipart file of /add with query q and hands a
-// 2xx answer's body to read, which may run while the upload goes on.
+// upload POSTs r as the body of /add (application/octet-stream) with
+// query q, the file's name in it unless q names the add, and hands a 2xx
+// answer's body to read, which may run while the upload goes on.
 func (c *Client) upload(ctx context.Context, r io.Reader, filename string, q url.Values, read func(io.Reader) error) error {
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
+	if q.Get("name") == "" && filename != "" {
+		q.Set("name", filename)
+	}
 	src := &errReader{r: r}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		part, err := mw.CreateFormFile("file", filename)
-		if err == nil {
-			_, err = io.Copy(part, src)
-		}
-		if err == nil {
-			err = mw.Close()
-		}
-		pw.CloseWithError(err)
-	})
-	resp, err := c.send(ctx, http.MethodPost, c.url(q, "add"), pr, mw.FormDataContentType())
+	resp, err := c.send(ctx, http.MethodPost, c.url(q, "add"), src, "application/octet-stream")
 	if err == nil {
 		err = read(resp.Body)
 		resp.Body.Close()
 	}
-	// Unblock the writer when the request ended before the upload did.
-	pr.Close()
-	wg.Wait()
 	if src.err != nil {
 		// Reading r failed, which failed the request: r's error is the
 		// one that says what went wrong.
@@ -429,6 +415,17 @@ func (e *errReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// uploadBuf is the size of the reads and writes that carry an upload:
+// io.Copy's 32 KiB would cost the sender and the API a system call (and a
+// chunk header) every 32 KiB of a file of many GiB.
+const uploadBuf = 1 << 20
+
+// WriteTo copies the rest of the upload to w, uploadBuf at a time (the
+// HTTP transport copies a request body with io.Copy, which calls it).
+func (e *errReader) WriteTo(w io.Writer) (int64, error) {
+	return io.CopyBuffer(w, struct{ io.Reader }{e}, make([]byte, uploadBuf))
+}
+
 // addQuery spells p as POST /add's query parameters, leaving out those at
 // their zero value.
 func addQuery(p api.AddParams) url.Values {
@@ -520,7 +517,7 @@ func (c *Client) send(ctx context.Context, method, u string, body io.Reader, con
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
-		if _, isPipe := body.(*io.PipeReader); isPipe {
+		if _, ok := body.(*errReader); ok {
 			req.ContentLength = -1 // chunked: any size
 		}
 	}
