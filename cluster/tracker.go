@@ -51,10 +51,10 @@ type tracker struct {
 	// receivedShardGrace passed.
 	received map[string]receivedShard
 	// failed are the plain pins allocated here that could not be
-	// fetched, with when to try again; fetching is the one being fetched.
+	// fetched, with when to try again; fetching are those being fetched.
 	failed    map[cid.Cid]failure
 	nextRetry time.Time // no failure is due before
-	fetching  cid.Cid
+	fetching  map[cid.Cid]bool
 
 	// recheckKeys are store keys to check next round (a part quarantined
 	// by a verification); syncWaiters are closed once a round walked the
@@ -99,7 +99,7 @@ const (
 
 func newTracker(p *Peer) *tracker {
 	return &tracker{p: p, protected: map[string]time.Time{}, received: map[string]receivedShard{},
-		failed: map[cid.Cid]failure{}, queued: map[cid.Cid]bool{}, doomed: map[string]bool{}, kick: make(chan struct{}, 1)}
+		failed: map[cid.Cid]failure{}, fetching: map[cid.Cid]bool{}, queued: map[cid.Cid]bool{}, doomed: map[string]bool{}, kick: make(chan struct{}, 1)}
 }
 
 // receivedShard is a shard received for an add. seen says this peer's
@@ -207,7 +207,7 @@ func (t *tracker) missing(c cid.Cid, st *api.PeerStatus) bool {
 	defer t.mu.Unlock()
 	f, failed := t.failed[c]
 	switch {
-	case t.fetching == c:
+	case t.fetching[c]:
 		st.Status = api.StatusPinning
 	case failed:
 		st.Status, st.Error = api.StatusPinError, f.msg.Value()
@@ -525,11 +525,7 @@ func (t *tracker) fetchQueued(ctx context.Context) {
 	st, self := t.p.cons.State(), t.p.host.ID()
 	n := min(len(t.queue), haveBatch)
 	var plain []consensus.Pin
-	type item struct {
-		c    cid.Cid
-		part consensus.Part
-	}
-	var parts []item
+	var parts []queuedPart
 	for _, c := range t.queue[:n] {
 		delete(t.queued, c)
 		part, ok := st.Part(c)
@@ -537,7 +533,7 @@ func (t *tracker) fetchQueued(ctx context.Context) {
 			continue
 		}
 		if part.Kind != consensus.PartPlain {
-			parts = append(parts, item{c, part})
+			parts = append(parts, queuedPart{c, part})
 		} else if p, ok := st.Get(c); ok {
 			plain = append(plain, p)
 		}
@@ -546,13 +542,7 @@ func (t *tracker) fetchQueued(ctx context.Context) {
 	if len(t.queue) == 0 {
 		t.queue = nil // let the array go
 	}
-	for _, it := range parts {
-		if ctx.Err() != nil || t.syncWanted() {
-			t.enqueue(it.c) // a sync waits for the next round: keep it short
-			continue
-		}
-		t.fetch(ctx, it.c, func() error { return t.copyPart(ctx, it.c, it.part) })
-	}
+	t.copyParts(ctx, parts)
 	if len(plain) == 0 {
 		return
 	}
@@ -567,19 +557,67 @@ func (t *tracker) fetchQueued(ctx context.Context) {
 			t.fail(p.CID, fmt.Sprintf("no peer holds it (asked %d)", asked))
 			continue
 		}
-		t.fetch(ctx, p.CID, func() error { return t.pin(ctx, p, srcs) })
+		if t.fetch(ctx, p.CID, func() error { return t.pin(ctx, p, srcs) }) {
+			t.check(p.CID) // as copyParts does
+		}
 	}
 }
 
-// fetch runs get for c, showing c as pinning meanwhile, and records the
-// outcome.
-func (t *tracker) fetch(ctx context.Context, c cid.Cid, get func() error) {
+// copyWorkers is how many shards or cluster-DAGs a peer copies at once. A
+// copy is a chain of stages on two peers (read, encrypt, decrypt, hash,
+// write) that leaves cores idle on its own; two fill them. More would
+// only divide the same cores and disk.
+const copyWorkers = 2
+
+// queuedPart is a shard or cluster-DAG to copy here.
+type queuedPart struct {
+	c    cid.Cid
+	part consensus.Part
+}
+
+// copyParts copies parts, copyWorkers at a time, and checks each one it
+// stored again on the calling goroutine (run's), which owns the queue.
+func (t *tracker) copyParts(ctx context.Context, parts []queuedPart) {
+	var (
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, copyWorkers)
+		mu     sync.Mutex
+		stored []cid.Cid
+	)
+	for _, it := range parts {
+		if ctx.Err() != nil || t.syncWanted() {
+			t.enqueue(it.c) // a sync waits for the next round: keep it short
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if t.fetch(ctx, it.c, func() error { return t.copyPart(ctx, it.c, it.part) }) {
+				mu.Lock()
+				stored = append(stored, it.c)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range stored {
+		// The state may have stopped wanting c while it was copied (a
+		// repair ended without this peer, an unpin): its journal entry
+		// was checked before the copy was stored.
+		t.check(c)
+	}
+}
+
+// fetch runs get for c, showing c as pinning meanwhile, records the
+// outcome and reports whether get succeeded. It is safe on several
+// goroutines at once.
+func (t *tracker) fetch(ctx context.Context, c cid.Cid, get func() error) bool {
 	t.mu.Lock()
-	t.fetching = c
+	t.fetching[c] = true
 	t.mu.Unlock()
 	err := get()
 	t.mu.Lock()
-	t.fetching = cid.Undef
+	delete(t.fetching, c)
 	if err == nil {
 		delete(t.failed, c)
 	}
@@ -588,12 +626,7 @@ func (t *tracker) fetch(ctx context.Context, c cid.Cid, get func() error) {
 		t.fail(c, err.Error())
 		t.p.log("pin %s: %v", c, err)
 	}
-	if err == nil {
-		// The state may have stopped wanting c while it was copied (a
-		// repair ended without this peer, an unpin): its journal entry
-		// was checked before the copy was stored.
-		t.check(c)
-	}
+	return err == nil
 }
 
 // copyPart copies shard or cluster-DAG c from the first of its holders

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,10 +63,14 @@ func (t *tracker) sync(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		t.mu.Lock()
-		fetching := t.fetching
+		var fetching []string
+		for c := range t.fetching {
+			fetching = append(fetching, c.String())
+		}
 		t.mu.Unlock()
-		if fetching.Defined() {
-			return fmt.Errorf("the tracker is busy fetching %s; the walk runs once that ends", fetching)
+		if len(fetching) > 0 {
+			slices.Sort(fetching)
+			return fmt.Errorf("the tracker is busy fetching %s; the walk runs once that ends", strings.Join(fetching, ", "))
 		}
 		return ctx.Err()
 	}
