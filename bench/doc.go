@@ -192,8 +192,12 @@
 //	                        shard pinned on 2 peers other than the stopped
 //	                        one; detection (ttl + grace, ~2 s) included.
 //	                        Its rate is the stopped peer's shard bytes
-//	                        over that time, compared with the cat of the
-//	                        same cluster in the same run.
+//	                        over that time. The copy rate is the same
+//	                        bytes over the time from the first poll
+//	                        (every 50 ms) whose status shows a new holder
+//	                        to the end: the copies, without the detection
+//	                        the settings decide. The copy rate is compared
+//	                        with the cat of the same cluster in the same run.
 //
 // Then, untimed: with -profile (on by default) one more rmin=rmax=1
 // cluster whose daemons run with SHOAL_CPUPROFILE (see `shoal daemon
@@ -212,7 +216,7 @@
 //	sharded add rmin=rmax=1   >= 1.0x boxo -> flatfs
 //	sharded add rmin=rmax=2   >= 0.6x boxo -> flatfs
 //	shoal cat                 >= 500 MB/s and >= 1.5x boxo's warm read
-//	repair                    >= 50% of the same cluster's cat rate
+//	repair                    copy rate >= 50% of the same cluster's cat rate
 //	peak RSS (-big)           client <= 128 MiB, each peer <= 256 MiB
 //
 // It takes 5-10 minutes at the defaults on the 2-core VM (plus ~2 with

@@ -43,7 +43,8 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 		}
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "(4) repair: the peer (not the first) holding most shards of the rmin=rmax=2 cluster stopped with SIGTERM; time until the first peer's status shows every\n")
-		fmt.Fprintf(w, "    shard pinned on 2 other peers (detection, 1 s ttl + 1 s grace, included); MB = the stopped peer's shards\n")
+		fmt.Fprintf(w, "    shard pinned on 2 other peers (detection, 1 s ttl + 1 s grace, included), and of that the copies: from the first new holder in the status\n")
+		fmt.Fprintf(w, "    to the end; MB = the stopped peer's shards; the ratio (and the target) compares the copies' rate with cat, since ttl and grace are settings\n")
 		for i, rr := range r.repairs {
 			if rr.err != nil {
 				fmt.Fprintf(w, "  run %d: %v\n", i+1, rr.err)
@@ -53,10 +54,10 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 			if i < len(r.cat2.Runs) {
 				catRate = rate(r.cat2.Runs[i], r.o.size)
 			}
-			ratio := rr.rate() / catRate
+			ratio := rr.copyRate() / catRate
 			repairRatios = append(repairRatios, ratio)
-			fmt.Fprintf(w, "  run %d: %s's %d shards, %.0f MB in %.2f s = %.0f MB/s; shoal cat in the same cluster %.0f MB/s; ratio %.0f%%\n",
-				i+1, rr.victim, rr.shards, float64(rr.bytes)/bench.MB, rr.took.Seconds(), rr.rate(), catRate, 100*ratio)
+			fmt.Fprintf(w, "  run %d: %s's %d shards, %.0f MB in %.2f s = %.0f MB/s; copies %.2f s = %.0f MB/s; shoal cat in the same cluster %.0f MB/s; ratio %.0f%%\n",
+				i+1, rr.victim, rr.shards, float64(rr.bytes)/bench.MB, rr.took.Seconds(), rr.rate(), rr.copying.Seconds(), rr.copyRate(), catRate, 100*ratio)
 		}
 		for _, e := range r.clusterErr {
 			fmt.Fprintf(w, "  error: %s\n", e)
@@ -195,7 +196,7 @@ func (r *runner) runChecks(repairRatios []float64) []bench.Check {
 				Detail: fmt.Sprintf("median of %d runs", len(c.Runs))},
 			rateCheck(c.Name+" vs boxo UnixFS reader", c, &r.refCat, 1.5))
 	}
-	checks = append(checks, bench.Check{Name: "repair rate vs shoal cat of the same data", Got: 100 * bench.Median(repairRatios), Want: 50,
+	checks = append(checks, bench.Check{Name: "repair copy rate vs shoal cat of the same data", Got: 100 * bench.Median(repairRatios), Want: 50,
 		Unit: "%", Missing: len(repairRatios) == 0, Detail: fmt.Sprintf("median of %d runs' ratios", len(repairRatios))})
 	return checks
 }

@@ -42,17 +42,21 @@ type runner struct {
 }
 
 // repairRun is one repair: the bytes of the shards the stopped peer held,
-// copied to the other peers, and how long from its SIGTERM until every
-// shard had rmin live pinned holders again.
+// copied to the other peers, how long from its SIGTERM until every shard
+// had rmin live pinned holders again (took), and how much of that after
+// the status first showed a new holder (copying: the repair's copies,
+// without the detection that the ttl and grace settings decide).
 type repairRun struct {
-	victim string
-	bytes  uint64
-	shards int
-	took   time.Duration
-	err    error
+	victim  string
+	bytes   uint64
+	shards  int
+	took    time.Duration
+	copying time.Duration
+	err     error
 }
 
-func (rr repairRun) rate() float64 { return float64(rr.bytes) / bench.MB / rr.took.Seconds() }
+func (rr repairRun) rate() float64     { return float64(rr.bytes) / bench.MB / rr.took.Seconds() }
+func (rr repairRun) copyRate() float64 { return float64(rr.bytes) / bench.MB / rr.copying.Seconds() }
 
 // bigRun is the -big stdin sharded add.
 type bigRun struct {
@@ -305,7 +309,8 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 			keepLogs = true
 			r.logf("  repair: %v", rr.err)
 		} else {
-			r.logf("  repair of %s's %d shards, %.0f MB: %s, %.0f MB/s", rr.victim, rr.shards, float64(rr.bytes)/bench.MB, rr.took.Round(time.Millisecond), rr.rate())
+			r.logf("  repair of %s's %d shards, %.0f MB: %s, %.0f MB/s; copies %s, %.0f MB/s", rr.victim, rr.shards, float64(rr.bytes)/bench.MB,
+				rr.took.Round(time.Millisecond), rr.rate(), rr.copying.Round(time.Millisecond), rr.copyRate())
 		}
 	}
 	return nil
@@ -362,7 +367,12 @@ func (r *runner) repair(ctx context.Context, c *bench.Cluster, root string, repl
 		return rr
 	}
 	rr.victim = victim.Name
+	before := map[string][]string{}
+	for _, sh := range st.Shards {
+		before[sh.CID] = sh.Allocations
+	}
 	start := time.Now()
+	var copyStart time.Time
 	stopped := make(chan error, 1)
 	go func() { stopped <- victim.Stop() }()
 	deadline := start.Add(r.o.repairWait)
@@ -371,8 +381,15 @@ func (r *runner) repair(ctx context.Context, c *bench.Cluster, root string, repl
 		st, err := d.Client.Status(ctx, root, false)
 		if err == nil {
 			last = st
+			if copyStart.IsZero() && newHolder(st, before) {
+				copyStart = time.Now()
+			}
 			if repaired(st, victim.ID, repl) {
 				rr.took = time.Since(start)
+				if copyStart.IsZero() { // began and ended between two polls
+					copyStart = time.Now().Add(-50 * time.Millisecond)
+				}
+				rr.copying = time.Since(copyStart)
 				break
 			}
 		}
@@ -390,6 +407,19 @@ func (r *runner) repair(ctx context.Context, c *bench.Cluster, root string, repl
 		r.logf("  stop %s: %v", victim.Name, err)
 	}
 	return rr
+}
+
+// newHolder says whether some shard of st shows a peer that its
+// allocations before the repair (by shard CID) did not name.
+func newHolder(st api.PinStatus, before map[string][]string) bool {
+	for _, sh := range st.Shards {
+		for p := range sh.Peers {
+			if !slices.Contains(before[sh.CID], p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // repaired says whether every shard of st has at least repl pinned
