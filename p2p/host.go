@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	goyamux "github.com/libp2p/go-yamux/v5"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -86,7 +87,7 @@ func New(cfg Config, members Membership) (*Host, error) {
 		libp2p.NoTransports,
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.Muxer(yamux.ID, muxer()),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionGater(g),
 		// Cluster connections carry Raft heartbeats and shard transfers;
@@ -268,4 +269,18 @@ func (h *Host) Close() error {
 		return fmt.Errorf("close libp2p host %s: %w", h.h.ID(), err)
 	}
 	return nil
+}
+
+// streamWindow is each yamux stream's receive window from its start. The
+// default, 256 KiB, grows only when window updates come back within four
+// round trips, which on a fast link they rarely do: a shard stream then
+// waits for an update every 256 KiB, with both ends idle in between. A
+// window costs memory only while its reader lags.
+const streamWindow = 4 << 20
+
+// muxer is libp2p's yamux with the larger initial window.
+func muxer() *yamux.Transport {
+	cfg := goyamux.Config(*yamux.DefaultTransport)
+	cfg.InitialStreamWindowSize = streamWindow
+	return (*yamux.Transport)(&cfg)
 }
