@@ -50,7 +50,21 @@ import (
 // blocks. A shard comes from this peer's store when it holds it, else from
 // its allocated peers in order, then from any member. A holder that fails
 // midway (down, corrupt, gone) is left for the next, which resumes at the
-// first byte not yet written.
+// first byte not yet produced.
+//
+// Read-ahead (readahead.go): the covering shards are fetched by goroutines
+// of their own, up to readAheadShards (2) at once, each into a queue of at
+// most readQueueChunks (4) chunks of readChunkSize (1 MiB) bytes; the
+// request's goroutine writes the queues to the client strictly in order,
+// and the fetch of shard k+2 starts once shard k is written. A fetch's
+// error reaches the client after the bytes before it, as a sequential
+// read gives it; a failed write to the client or a cancelled request
+// cancels every fetch (resetting its stream) and waits for it. Memory per
+// cat is bounded whatever the size of the file and of its shards: at most
+// 2 x (4 + 1) chunks filled or queued and one being written (11 MiB), plus
+// each fetch's source (a store reader: its section buffer and 2 MiB of
+// O_DIRECT buffers; a stream: a 256 KiB read buffer and one block, <= 8 MiB)
+// and its shard's list: about 16 MiB with 256 KiB blocks, 31 MiB at worst.
 //
 // A plain pin is read with boxo's UnixFS DagReader over a block getter that
 // reads this peer's store, else asks the pin's holders for each block.
@@ -178,17 +192,23 @@ func (p *Peer) catSharded(ctx context.Context, pin consensus.Pin, members []peer
 		return err
 	}
 	w.SetLength(int64(to - from))
-	sw := &sinkWriter{w: w}
+	var cover []int // the shards holding bytes of [from, to), in order
 	for i, sh := range pin.Shards {
-		lo, hi := max(from, sh.Offset), min(to, sh.Offset+sh.Length)
-		if lo >= hi {
-			continue
-		}
-		if err := p.catShard(ctx, pin.CID, i, sh, members, lo, hi, sw); err != nil {
-			return err
+		if max(from, sh.Offset) < min(to, sh.Offset+sh.Length) {
+			cover = append(cover, i)
 		}
 	}
-	return nil
+	sw := &sinkWriter{w: w}
+	ra := readAhead{shards: readAheadShards, chunk: readChunkSize, queue: readQueueChunks}
+	err = ra.run(ctx, len(cover), func(ctx context.Context, k int, qw io.Writer) error {
+		i := cover[k]
+		sh := pin.Shards[i]
+		return p.catShard(ctx, pin.CID, i, sh, members, max(from, sh.Offset), min(to, sh.Offset+sh.Length), qw)
+	}, sw)
+	if sw.err != nil {
+		return fmt.Errorf("write %s: %w", pin.CID, sw.err)
+	}
+	return err
 }
 
 // shardCopy is one holder's copy of a shard, being read.
@@ -204,9 +224,11 @@ type shardCopy struct {
 	lists []dag.Block
 }
 
-// catShard writes the file bytes [from, to) that shard idx of root holds,
-// trying its holders in turn.
-func (p *Peer) catShard(ctx context.Context, root cid.Cid, idx int, sh consensus.Shard, members []peer.ID, from, to uint64, sw *sinkWriter) error {
+// catShard writes the file bytes [from, to) that shard idx of root holds
+// to w, trying its holders in turn. It runs on a fetch goroutine of the
+// read-ahead, w its shard's queue, which fails only once the read is over.
+func (p *Peer) catShard(ctx context.Context, root cid.Cid, idx int, sh consensus.Shard, members []peer.ID, from, to uint64, w io.Writer) error {
+	sw := &sinkWriter{w: w}
 	return p.fromHolders(ctx, "cat", root, idx, sh, members, func(sc *shardCopy) (error, error) {
 		n, err := copyShard(sc, sh, from, to, sw)
 		from += n
