@@ -16,9 +16,11 @@
 //     the state records them or the add ends.
 //   - sharded add (shardadd.go): ingest -> shard.Cutter -> one
 //     transfer.Fanout per shard -> consensus ops begin / shard / commit.
-//   - reads (read.go) and exports (export.go): cat/get stream a file's
-//     bytes, export its whole DAG as a CARv1 file, from this peer's store
-//     or the holders, every block checked against its CID.
+//   - reads (read.go, readahead.go) and exports (export.go): cat/get
+//     stream a file's bytes, two shards fetched at once into bounded
+//     queues and written in order; export streams its whole DAG as a CARv1
+//     file; from this peer's store or the holders, every block checked
+//     against its CID by the reading peer.
 //   - reaper: aborts adds that can never finish (owner restarted, left, or
 //     unreachable past pinning.abandoned_add_grace; interrupted by their
 //     client and not resumed within pinning.resume_grace); only the

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	mdag "github.com/ipfs/boxo/ipld/merkledag"
-	"github.com/ipfs/boxo/ipld/unixfs"
 	uio "github.com/ipfs/boxo/ipld/unixfs/io"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
@@ -50,7 +49,21 @@ import (
 // blocks. A shard comes from this peer's store when it holds it, else from
 // its allocated peers in order, then from any member. A holder that fails
 // midway (down, corrupt, gone) is left for the next, which resumes at the
-// first byte not yet written.
+// first byte not yet produced.
+//
+// Read-ahead (readahead.go): the covering shards are fetched by goroutines
+// of their own, up to readAheadShards (2) at once, each into a queue of at
+// most readQueueChunks (4) chunks of readChunkSize (1 MiB) bytes; the
+// request's goroutine writes the queues to the client strictly in order,
+// and the fetch of shard k+2 starts once shard k is written. A fetch's
+// error reaches the client after the bytes before it, as a sequential
+// read gives it; a failed write to the client or a cancelled request
+// cancels every fetch (resetting its stream) and waits for it. Memory per
+// cat is bounded whatever the size of the file and of its shards: at most
+// 2 x (4 + 1) chunks filled or queued and one being written (11 MiB), plus
+// each fetch's source (a store reader: its section buffer and 2 MiB of
+// O_DIRECT buffers; a stream: a 256 KiB read buffer and one block, <= 8 MiB)
+// and its shard's list: about 16 MiB with 256 KiB blocks, 31 MiB at worst.
 //
 // A plain pin is read with boxo's UnixFS DagReader over a block getter that
 // reads this peer's store, else asks the pin's holders for each block.
@@ -66,6 +79,17 @@ import (
 //
 // each block framed as uvarint(len(cid)) cid uvarint(len(data)) data, with
 // the fetch protocol's limits (CID <= 128 bytes, block <= 8 MiB).
+//
+// The server does not hash the shard blocks it sends
+// (store.OpenShardUnchecked): the reader hashes every block it receives
+// anyway, and hashing on both sides doubled the CPU time of a remote read.
+// The server still checks its file's structure (the store refuses damaged
+// framing and CIDs with a *CorruptError, ending the shard with status 1)
+// and each block's CID against the list. A block damaged on the server's
+// disk therefore reaches the reader, which finds that it does not hash to
+// its CID and leaves the server for the next holder; the server's own
+// verification (`shoal verify`, and every health.verify_interval) finds it
+// too and quarantines the copy, which its tracker then fetches again.
 const protoRead protocol.ID = "/shoal/read/1"
 
 const (
@@ -167,17 +191,23 @@ func (p *Peer) catSharded(ctx context.Context, pin consensus.Pin, members []peer
 		return err
 	}
 	w.SetLength(int64(to - from))
-	sw := &sinkWriter{w: w}
+	var cover []int // the shards holding bytes of [from, to), in order
 	for i, sh := range pin.Shards {
-		lo, hi := max(from, sh.Offset), min(to, sh.Offset+sh.Length)
-		if lo >= hi {
-			continue
-		}
-		if err := p.catShard(ctx, pin.CID, i, sh, members, lo, hi, sw); err != nil {
-			return err
+		if max(from, sh.Offset) < min(to, sh.Offset+sh.Length) {
+			cover = append(cover, i)
 		}
 	}
-	return nil
+	sw := &sinkWriter{w: w}
+	ra := readAhead{shards: readAheadShards, chunk: readChunkSize, queue: readQueueChunks}
+	err = ra.run(ctx, len(cover), func(ctx context.Context, k int, qw io.Writer) error {
+		i := cover[k]
+		sh := pin.Shards[i]
+		return p.catShard(ctx, pin.CID, i, sh, members, max(from, sh.Offset), min(to, sh.Offset+sh.Length), qw)
+	}, sw)
+	if sw.err != nil {
+		return fmt.Errorf("write %s: %w", pin.CID, sw.err)
+	}
+	return err
 }
 
 // shardCopy is one holder's copy of a shard, being read.
@@ -193,9 +223,11 @@ type shardCopy struct {
 	lists []dag.Block
 }
 
-// catShard writes the file bytes [from, to) that shard idx of root holds,
-// trying its holders in turn.
-func (p *Peer) catShard(ctx context.Context, root cid.Cid, idx int, sh consensus.Shard, members []peer.ID, from, to uint64, sw *sinkWriter) error {
+// catShard writes the file bytes [from, to) that shard idx of root holds
+// to w, trying its holders in turn. It runs on a fetch goroutine of the
+// read-ahead, w its shard's queue, which fails only once the read is over.
+func (p *Peer) catShard(ctx context.Context, root cid.Cid, idx int, sh consensus.Shard, members []peer.ID, from, to uint64, w io.Writer) error {
+	sw := &sinkWriter{w: w}
 	return p.fromHolders(ctx, "cat", root, idx, sh, members, func(sc *shardCopy) (error, error) {
 		n, err := copyShard(sc, sh, from, to, sw)
 		from += n
@@ -294,7 +326,7 @@ func copyShard(sc *shardCopy, sh consensus.Shard, from, to uint64, w io.Writer) 
 		if !b.CID.Equals(want) {
 			return written, fmt.Errorf("block %d is %s, but the shard's list names %s", i, b.CID, want)
 		}
-		data, err := leafData(b)
+		data, err := dag.FileBytes(b)
 		if err != nil {
 			return written, err
 		}
@@ -312,39 +344,6 @@ func copyShard(sc *shardCopy, sh consensus.Shard, from, to uint64, w io.Writer) 
 		return written, fmt.Errorf("its leaves hold %d bytes, the pin records %d", pos-sh.Offset, sh.Length)
 	}
 	return written, nil
-}
-
-// leafData is the file bytes a block holds: a raw block's data, a UnixFS
-// leaf's data; nil for internal nodes.
-func leafData(b dag.Block) ([]byte, error) {
-	switch b.CID.Type() {
-	case cid.Raw:
-		return b.Data, nil
-	case cid.DagProtobuf:
-		nd, err := mdag.DecodeProtobuf(b.Data)
-		if err != nil {
-			return nil, fmt.Errorf("block %s is not valid dag-pb: %w", b.CID, err)
-		}
-		fsn, err := unixfs.FSNodeFromBytes(nd.Data())
-		if err != nil {
-			return nil, fmt.Errorf("block %s is not a UnixFS node: %w", b.CID, err)
-		}
-		if t := fsn.Type(); t != unixfs.TFile && t != unixfs.TRaw {
-			return nil, nil
-		}
-		if len(nd.Links()) > 0 {
-			// Internal: shoal's layouts put no data in internal nodes;
-			// reading around it would drop bytes silently.
-			if len(fsn.Data()) > 0 {
-				return nil, fmt.Errorf("block %s is an internal node with data, which shoal cannot read in order", b.CID)
-			}
-			return nil, nil
-		}
-		return fsn.Data(), nil
-	case cid.DagCBOR:
-		return nil, nil
-	}
-	return nil, fmt.Errorf("block %s: codec 0x%x is not supported", b.CID, b.CID.Type())
 }
 
 // openLocalShard reads sh from this peer's store. It returns an error
@@ -580,9 +579,11 @@ func (rs *readServer) serve(s network.Stream) {
 	}
 }
 
+// serveShard sends shard c, its blocks unhashed: the reader checks them
+// (see protoRead).
 func (rs *readServer) serveShard(s network.Stream, c cid.Cid, refuse func(string)) {
 	st := rs.p.store
-	r, err := st.OpenShard(c.String())
+	r, err := st.OpenShardUnchecked(c.String())
 	if err != nil {
 		refuse("not here")
 		return

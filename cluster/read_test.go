@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,7 +280,8 @@ func flipByte(t *testing.T, p *Peer, key string, off int64) {
 // with a holder of every shard down; and failing clearly, never with wrong
 // bytes, when no good copy of a shard is left.
 func TestCat(t *testing.T) {
-	peers := newTestPeers(t, 3)
+	logs := &logCapture{t: t}
+	peers := newTestPeersOpts(t, 3, nil, func(i int, o *Options) { o.Logger = logs.logger(i) })
 	ctx := context.Background()
 	data := seeded("cat", 3<<20+4321)
 	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "big", Chunker: "size-65536",
@@ -428,6 +432,15 @@ func TestCat(t *testing.T) {
 				t.Fatalf("%s: %d bytes, equal %v: %v", p.cfg.PeerName, len(got), bytes.Equal(got, data), err)
 			}
 		}
+		// The damaged holder sent the block as it lies on its disk (the
+		// read server does not hash); the peer that holds no copy of
+		// shard 0 asked it first, found the damage and went on to the
+		// other holder.
+		re := regexp.MustCompile(fmt.Sprintf(`^peer\d: cat %s: shard 0 \(%s\) from %s: block \S+ is corrupt: its bytes do not hash to its CID$`,
+			res.CID, sh0.CID, bad))
+		if got := logs.matching(re); len(got) != 1 {
+			t.Fatalf("%d log lines match %s, want 1: %q", len(got), re, got)
+		}
 	})
 
 	// The damaged peer goes down: every shard keeps one live holder.
@@ -478,6 +491,41 @@ func TestCat(t *testing.T) {
 			t.Fatalf("read %d bytes, error %v", len(got), err)
 		}
 	})
+}
+
+// logCapture keeps the log lines of test peers and passes them on to
+// t.Log.
+type logCapture struct {
+	t     *testing.T
+	mu    sync.Mutex
+	lines []string
+}
+
+// logger is the Options.Logger of peer i.
+func (c *logCapture) logger(i int) *log.Logger {
+	return log.New(c, fmt.Sprintf("peer%d: ", i), 0)
+}
+
+func (c *logCapture) Write(p []byte) (int, error) {
+	line := string(bytes.TrimRight(p, "\n"))
+	c.mu.Lock()
+	c.lines = append(c.lines, line)
+	c.mu.Unlock()
+	c.t.Log(line)
+	return len(p), nil
+}
+
+// matching returns the lines kept so far that re matches.
+func (c *logCapture) matching(re *regexp.Regexp) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, l := range c.lines {
+		if re.MatchString(l) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // catBackend is an api.Backend whose Cat writes half of what it announces

@@ -20,10 +20,12 @@
 //     Commit(ctx, key, root). When Commit returns, the shard is durable and
 //     its blocks are visible to Has and Get. Abort, or any failed Commit,
 //     discards it. Every Writer ends with Commit or Abort.
-//  3. Has, Get, Shards, Used, OpenShard, Verify and Delete may be called from
-//     any goroutine, concurrently with writers and with each other. Get and
-//     ShardReader check every block they read against its CID; damage is
-//     reported as a *CorruptError (ErrCorrupt) naming shard and CID.
+//  3. Has, Get, Shards, Used, OpenShard, OpenShardUnchecked, Verify and
+//     Delete may be called from any goroutine, concurrently with writers and
+//     with each other. Get and ShardReader check every block they read
+//     against its CID; damage is reported as a *CorruptError (ErrCorrupt)
+//     naming shard and CID. A ShardReader of OpenShardUnchecked checks the
+//     file's structure only, for a caller that hashes every block itself.
 //  4. Close releases the lock.
 //
 // # Directory

@@ -14,7 +14,7 @@ import (
 
 // FuzzOpenShard feeds hostile shard files to every reader of shard files:
 // header parsing, index loading, section scanning, Get's section check and
-// ShardReader. They must return errors, never panic or allocate beyond the
+// ShardReader, checked and unchecked. They must return errors, never panic or allocate beyond the
 // file's size.
 func FuzzOpenShard(f *testing.F) {
 	dir := f.TempDir()
@@ -68,13 +68,16 @@ func FuzzOpenShard(f *testing.F) {
 				}
 			}
 		}
-		sr, err := newShardReader(ra, size, "fuzz")
-		if err != nil {
-			return
-		}
-		for {
-			if _, err := sr.Next(); err != nil {
+		for _, unchecked := range []bool{false, true} {
+			sr, err := newShardReader(ra, size, "fuzz")
+			if err != nil {
 				return
+			}
+			sr.unchecked = unchecked
+			for {
+				if _, err := sr.Next(); err != nil {
+					break
+				}
 			}
 		}
 	})

@@ -1,12 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -218,6 +220,83 @@ func TestFlippedByte(t *testing.T) {
 	}
 	if _, err := rd.Next(); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Next over the flipped block: %v, want ErrCorrupt", err)
+	}
+
+	// An unchecked reader returns the flipped block as it lies on disk,
+	// under its CID, and goes on to the next block and the end.
+	ur, err := s.OpenShardUnchecked("flip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ur.Close()
+	want := slices.Clone(blocks[1].Data)
+	want[4999] ^= 0x01
+	for i, w := range []dag.Block{blocks[0], {CID: blocks[1].CID, Data: want}, blocks[2]} {
+		b, err := ur.Next()
+		if err != nil || !b.CID.Equals(w.CID) || !bytes.Equal(b.Data, w.Data) {
+			t.Fatalf("unchecked Next %d: %s, %d bytes, equal %v: %v", i, b.CID, len(b.Data), bytes.Equal(b.Data, w.Data), err)
+		}
+	}
+	if _, err := ur.Next(); err != io.EOF {
+		t.Fatalf("unchecked Next after the last block: %v, want io.EOF", err)
+	}
+}
+
+// TestUncheckedReaderStructure: a reader of OpenShardUnchecked still
+// refuses damaged framing (a section length past the end of the data) and
+// an unparsable CID with a *CorruptError at the section's offset.
+func TestUncheckedReaderStructure(t *testing.T) {
+	blocks := []dag.Block{
+		blk(t, cid.Raw, mh.SHA2_256, seeded(1, 3000)),
+		blk(t, cid.Raw, mh.SHA2_256, seeded(2, 3000)),
+	}
+	tests := []struct {
+		name   string
+		damage func(sec []byte) // the second block's section
+		want   string
+	}{
+		{"length past the end", func(sec []byte) { sec[0], sec[1] = 0xff, 0x7f }, "section length 16383 invalid (3036 bytes left, limit 8388608)"},
+		{"malformed CID", func(sec []byte) { sec[2] = 0x7f }, "CID: invalid cid: expected 1 as the cid version number, got: 127"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openT(t, dir)
+			putShard(t, s, "k", blocks)
+			r, err := s.OpenShard("k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			secOff := r.pos + int64(varintLen(uint64(blocks[0].CID.ByteLen()+3000))+blocks[0].CID.ByteLen()+3000)
+			r.Close()
+			f, err := os.OpenFile(shardPath(dir, "k"), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sec := make([]byte, 8)
+			if _, err := f.ReadAt(sec, secOff); err != nil {
+				t.Fatal(err)
+			}
+			tt.damage(sec)
+			if _, err := f.WriteAt(sec, secOff); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+
+			ur, err := s.OpenShardUnchecked("k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ur.Close()
+			if b, err := ur.Next(); err != nil || !b.CID.Equals(blocks[0].CID) {
+				t.Fatalf("first block: %s: %v", b.CID, err)
+			}
+			_, err = ur.Next()
+			ce := asCorrupt(t, err)
+			if ce.Offset != secOff || ce.Reason != tt.want {
+				t.Fatalf("second block: %v (offset %d), want %q at %d", err, ce.Offset, tt.want, secOff)
+			}
+		})
 	}
 }
 
