@@ -147,8 +147,10 @@ func TestExport(t *testing.T) {
 
 const helloCIDString = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 
-// TestExportMemory: exporting a sharded file holds a buffer and a block,
-// not the file: the live heap grows by far less than the file's size.
+// TestExportMemory: exporting a sharded file holds a buffer, a block and
+// what the stream's yamux window (4 MiB, p2p's streamWindow) buffers while
+// this slow writer lags, not the file: the live heap grows by far less
+// than the file's size.
 func TestExportMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
@@ -181,7 +183,7 @@ func TestExportMemory(t *testing.T) {
 	}
 	growth := int64(w.peak) - int64(w.base)
 	t.Logf("live heap grew by %.1f MiB while exporting %d MiB", float64(growth)/(1<<20), w.n>>20)
-	if growth > 8<<20 {
+	if growth > 12<<20 {
 		t.Fatalf("live heap grew by %d bytes while exporting a 32 MiB file; the export is not streamed", growth)
 	}
 }

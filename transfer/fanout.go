@@ -24,8 +24,9 @@ import (
 const (
 	// queueDepth is how many frames each remote target may have waiting.
 	// Eight 256 KiB frames (2 MiB) absorb the jitter of one stream while
-	// keeping the sender's memory at (queueDepth+2) frames; yamux's own
-	// window (up to 16 MiB) already keeps the link busy.
+	// keeping the sender's memory at (queueDepth+2) frames; the stream's
+	// yamux window (4 MiB from the start, p2p's streamWindow, growing to
+	// 16 MiB) keeps the link busy.
 	queueDepth = 8
 	// openTimeout bounds dialling a receiver and reading its room check.
 	openTimeout = 15 * time.Second
