@@ -567,6 +567,10 @@ func (s *Server) addEvents(w http.ResponseWriter, r *http.Request, body io.Reade
 	if err := rc.EnableFullDuplex(); err != nil {
 		return fmt.Errorf("stream add events: %w", err)
 	}
+	// A full-duplex handler that returns before the upload ends must close
+	// the body itself, or the server's read of the next request races the
+	// body's reader and panics (golang/go#68560).
+	defer r.Body.Close()
 	started := false
 	enc := json.NewEncoder(w)
 	send := func(ev AddEvent) error {

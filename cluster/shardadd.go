@@ -29,6 +29,10 @@ import (
 // little per shard, large enough that a 1 TiB file is ~10,000 shards.
 const DefaultShardSize = 100 << 20
 
+// shardOpTimeout bounds recording a confirmed shard in consensus, which
+// goes on after the add's client went away.
+const shardOpTimeout = 30 * time.Second
+
 // minShardRoom is the least free space a peer needs to be offered a shard:
 // below it a shard would hold a handful of blocks.
 const minShardRoom = 4 << 20
@@ -318,7 +322,12 @@ func (w *recordingWriter) Commit(ctx context.Context, info shard.Info, nodes []d
 	}
 	sh := consensus.Shard{CID: info.CID, Size: uint64(info.Size), Blocks: uint64(info.Blocks), Offset: info.Offset,
 		Length: info.Length, Allocations: confirmed}
-	if err := w.o.b.commitAddOp(ctx, consensus.AddShardOp(w.o.id, info.Index, sh, time.Now().UTC())); err != nil {
+	// Peers hold the shard now: record it even if the client goes away
+	// meanwhile. An op given up mid-flight can still apply after the add
+	// returned, behind the back of the add that resumes it.
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shardOpTimeout)
+	defer cancel()
+	if err := w.o.b.commitAddOp(octx, consensus.AddShardOp(w.o.id, info.Index, sh, time.Now().UTC())); err != nil {
 		return err
 	}
 	w.o.recorded = info.Index + 1

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/config"
+	"github.com/shoal-project/shoal/ingest"
 )
 
 // corruptShard flips one byte in the middle of the data of peer p's
@@ -168,4 +169,77 @@ func TestPeriodicVerify(t *testing.T) {
 		}
 		return peers[1].store.Verify(ctx, key)
 	})
+}
+
+// TestRecoverRetriesNow: a pin nobody can provide is a pin_error that
+// waits out its backoff (10 s at first). When its content appears in one
+// peer's store without any op (nothing wakes the others), recover makes
+// the others fetch it at once instead of at their next retry.
+func TestRecoverRetriesNow(t *testing.T) {
+	peers := newTestPeers(t, 3)
+	ctx := context.Background()
+	data := seeded("shoal-golden-1048577", 1048577)
+	const root = "QmdSaj6ufqXz4byUKYGoeZ2gohe4K7H74eeqsWjw49vkUQ"
+	c := cid.MustParse(root)
+	if _, err := (backend{peers[2]}).Pin(ctx, api.PinRequest{CID: root, Name: "later", RMin: -1, RMax: -1}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		for _, p := range peers {
+			if st := p.tracker.status(c); st.Status != api.StatusPinError {
+				return fmt.Errorf("%s: %s %q", p.cfg.PeerName, st.Status, st.Error)
+			}
+		}
+		return nil
+	})
+	failedAt := time.Now()
+	// The blocks reach peer 0's store directly, as a plain add writes
+	// them, but without the pin op that add would commit.
+	params, err := api.AddParams{}.DAGOptions().Params()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := ingest.New(ingest.Config{Params: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := peers[0].store.Create(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := in.AddReader(ctx, bytes.NewReader(data), "", ingest.AddOptions{}, sinkFunc(w.Put), nil)
+	if err != nil || got.CID != c {
+		t.Fatalf("ingest: %v, %s", err, got.CID)
+	}
+	if _, err := w.Commit(ctx, root, c); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if st := peers[1].tracker.status(c); st.Status != api.StatusPinError {
+		t.Fatalf("peer 1 without recover: %s %q, want pin_error until its retry", st.Status, st.Error)
+	}
+	reports, err := backend{peers[2]}.Recover(ctx, root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 3 {
+		t.Fatalf("%d tracker reports, want one per peer: %+v", len(reports), reports)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		for _, p := range peers[1:] {
+			if st := p.tracker.status(c); st.Status != api.StatusPinned {
+				return fmt.Errorf("%s: %s %q", p.cfg.PeerName, st.Status, st.Error)
+			}
+		}
+		return nil
+	})
+	if took := time.Since(failedAt); took >= 10*time.Second {
+		t.Fatalf("pinned %s after the failure: that is the backoff's retry, not recover's", took)
+	}
+	for _, p := range peers[1:] {
+		var out catBuf
+		if err := (backend{p}).Cat(ctx, root, 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+			t.Fatalf("%s: cat after recover: %v, %d bytes", p.cfg.PeerName, err, out.Len())
+		}
+	}
 }
