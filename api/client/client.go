@@ -519,6 +519,10 @@ func (c *Client) send(ctx context.Context, method, u string, body io.Reader, con
 		req.Header.Set("Content-Type", contentType)
 		if _, ok := body.(*errReader); ok {
 			req.ContentLength = -1 // chunked: any size
+			// The server may answer an upload (a refused add) before it
+			// has read it all, and then closes the connection: it must
+			// not go back to the pool for the next request.
+			req.Close = true
 		}
 	}
 	req.Header.Set("Accept", "application/json")
