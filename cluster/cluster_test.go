@@ -71,6 +71,19 @@ func newTestPeersOpts(t *testing.T, n int, tweak func(i int, cfg *config.Config)
 		}
 		return nil
 	})
+	// A peer learns the addresses of members that joined after it from
+	// the leader, within an election timeout: until then it cannot reach
+	// them (a verify asked through it would find them unreachable).
+	waitFor(t, 10*time.Second, func() error {
+		for _, p := range peers {
+			for _, q := range peers {
+				if p != q && len(p.host.PeerAddrs(q.ID())) == 0 {
+					return fmt.Errorf("%s has no address of %s", p.cfg.PeerName, q.cfg.PeerName)
+				}
+			}
+		}
+		return nil
+	})
 	return peers
 }
 
