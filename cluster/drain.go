@@ -87,19 +87,11 @@ func (r *repairer) drainStep(ctx context.Context, pid peer.ID, members []consens
 	}
 	var parts []drainPart
 	st.Each(func(p consensus.Pin) bool {
-		add := func(c cid.Cid, holders []peer.ID, size int64) {
+		p.EachPart(func(c cid.Cid, holders []peer.ID, size int64) {
 			if slices.Contains(holders, pid) {
 				parts = append(parts, drainPart{p.CID, c, holders, size, p.RMin})
 			}
-		}
-		if p.Kind == consensus.KindPlain {
-			add(p.CID, p.Allocations, int64(p.Size))
-		} else {
-			add(p.ClusterDAG, p.Allocations, 0)
-			for _, sh := range p.Shards {
-				add(sh.CID, sh.Allocations, int64(sh.Size))
-			}
-		}
+		})
 		return true
 	})
 	prog.Parts = len(parts)

@@ -86,25 +86,17 @@ func (b backend) Rebalance(ctx context.Context, dryRun bool, tolerance int64) (a
 	byHolder := map[peer.ID][]rebalPart{}
 	var largest int64
 	st.Each(func(p consensus.Pin) bool {
-		add := func(c cid.Cid, holders []peer.ID, size int64) {
+		if p.RMin == consensus.Everywhere {
+			return true // on every peer: nothing to move
+		}
+		p.EachPart(func(c cid.Cid, holders []peer.ID, size int64) {
 			pt := rebalPart{p.CID, c, holders, size, p.RMin}
 			parts[c] = pt
 			for _, h := range holders {
 				byHolder[h] = append(byHolder[h], pt)
 			}
 			largest = max(largest, size)
-		}
-		if p.RMin == consensus.Everywhere {
-			return true // on every peer: nothing to move
-		}
-		if p.Kind == consensus.KindPlain {
-			add(p.CID, p.Allocations, int64(p.Size))
-		} else {
-			add(p.ClusterDAG, p.Allocations, 0)
-			for _, sh := range p.Shards {
-				add(sh.CID, sh.Allocations, int64(sh.Size))
-			}
-		}
+		})
 		return true
 	})
 	problem := func(c cid.Cid, format string, args ...any) {

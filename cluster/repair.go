@@ -230,14 +230,7 @@ func (r *repairer) start(ctx context.Context, members []consensus.Member, gone f
 			size    int64
 		}
 		var parts []part
-		if p.Kind == consensus.KindPlain {
-			parts = append(parts, part{p.CID, p.Allocations, int64(p.Size)})
-		} else {
-			parts = append(parts, part{p.ClusterDAG, p.Allocations, 0})
-			for _, sh := range p.Shards {
-				parts = append(parts, part{sh.CID, sh.Allocations, int64(sh.Size)})
-			}
-		}
+		p.EachPart(func(c cid.Cid, holders []peer.ID, size int64) { parts = append(parts, part{c, holders, size}) })
 		for _, pt := range parts {
 			if inRepair[pt.c] {
 				continue

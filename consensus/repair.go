@@ -271,6 +271,21 @@ type Part struct {
 	Holders []peer.ID
 }
 
+// EachPart calls fn for each part of p that peers hold, with its store
+// key (a CID), its holders and its size: a plain pin itself; a sharded
+// pin's cluster-DAG (size 0: a few list nodes) and each of its shards.
+// The holders are p's own slices, not copies.
+func (p Pin) EachPart(fn func(c cid.Cid, holders []peer.ID, size int64)) {
+	if p.Kind == KindPlain {
+		fn(p.CID, p.Allocations, int64(p.Size))
+		return
+	}
+	fn(p.ClusterDAG, p.Allocations, 0)
+	for _, sh := range p.Shards {
+		fn(sh.CID, sh.Allocations, int64(sh.Size))
+	}
+}
+
 // Part returns what store key c is: a plain pin, a shard of a sharded pin
 // (the first pin that lists it) or a cluster-DAG.
 func (s *State) Part(c cid.Cid) (Part, bool) {

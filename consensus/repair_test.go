@@ -2,10 +2,12 @@ package consensus
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -71,5 +73,34 @@ func TestApplyRepairs(t *testing.T) {
 		if _, err := op.MarshalBinary(); !errors.Is(err, ErrInvalidOp) {
 			t.Errorf("%s: encoded: %v", name, err)
 		}
+	}
+}
+
+// TestEachPart: a plain pin is one part; a sharded pin is its cluster-DAG
+// (size 0) and its shards in order, each with its own holders and size.
+func TestEachPart(t *testing.T) {
+	a, b := peer.ID("a"), peer.ID("b")
+	root, cdag, s0, s1 := fixedCID(t, false, "root"), fixedCID(t, true, "cdag"), fixedCID(t, true, "s0"), fixedCID(t, true, "s1")
+	type seen struct {
+		c       cid.Cid
+		holders string
+		size    int64
+	}
+	collect := func(p Pin) []seen {
+		var out []seen
+		p.EachPart(func(c cid.Cid, holders []peer.ID, size int64) {
+			out = append(out, seen{c, fmt.Sprint(holders), size})
+		})
+		return out
+	}
+	plain := Pin{CID: root, Kind: KindPlain, Size: 77, Allocations: []peer.ID{a}}
+	if got, want := collect(plain), []seen{{root, fmt.Sprint([]peer.ID{a}), 77}}; !slices.Equal(got, want) {
+		t.Fatalf("plain: %v, want %v", got, want)
+	}
+	sharded := Pin{CID: root, Kind: KindSharded, ClusterDAG: cdag, Allocations: []peer.ID{a, b}, Shards: []Shard{
+		{CID: s0, Size: 100, Allocations: []peer.ID{b}}, {CID: s1, Size: 50, Allocations: []peer.ID{a}}}}
+	want := []seen{{cdag, fmt.Sprint([]peer.ID{a, b}), 0}, {s0, fmt.Sprint([]peer.ID{b}), 100}, {s1, fmt.Sprint([]peer.ID{a}), 50}}
+	if got := collect(sharded); !slices.Equal(got, want) {
+		t.Fatalf("sharded: %v, want %v", got, want)
 	}
 }
