@@ -34,7 +34,8 @@ type shardedStatus struct {
 	Shards []shardRow `json:"shards"`
 }
 
-// shardRow is one shard of `status --json`.
+// shardRow is one shard of `status --json`, spelled out here rather than
+// borrowed from api.ShardStatus so that a renamed JSON key fails the tests.
 type shardRow struct {
 	Index       int               `json:"index"`
 	CID         string            `json:"cid"`

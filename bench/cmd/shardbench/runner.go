@@ -372,25 +372,34 @@ func (r *runner) repair(ctx context.Context, c *bench.Cluster, root string, repl
 		before[sh.CID] = sh.Allocations
 	}
 	start := time.Now()
-	var copyStart time.Time
+	// copyStart: the first poll that showed a new holder; lastPoll: the
+	// latest poll before it, when the copies may already have begun.
+	var copyStart, lastPoll time.Time
 	stopped := make(chan error, 1)
 	go func() { stopped <- victim.Stop() }()
 	deadline := start.Add(r.o.repairWait)
 	var last api.PinStatus
 	for {
+		polled := time.Now()
 		st, err := d.Client.Status(ctx, root, false)
 		if err == nil {
 			last = st
 			if copyStart.IsZero() && newHolder(st, before) {
-				copyStart = time.Now()
+				copyStart = polled
 			}
 			if repaired(st, victim.ID, repl) {
 				rr.took = time.Since(start)
-				if copyStart.IsZero() { // began and ended between two polls
-					copyStart = time.Now().Add(-50 * time.Millisecond)
+				if copyStart.IsZero() {
+					// Began and ended between two polls: count from the
+					// one before, which makes the copies look slower, not
+					// faster.
+					copyStart = lastPoll
 				}
 				rr.copying = time.Since(copyStart)
 				break
+			}
+			if copyStart.IsZero() {
+				lastPoll = polled
 			}
 		}
 		if time.Now().After(deadline) {
