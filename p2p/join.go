@@ -26,8 +26,8 @@ const JoinProtocol protocol.ID = "/shoal/join/1"
 // cluster member). Every message is one frame: a uvarint length, then the
 // payload. MAC(role) is HMAC-SHA256 keyed by the cluster secret over the
 // length-prefixed fields (JoinProtocol, role, I's peer ID, R's peer ID,
-// nonceI, nonceR); the peer IDs are the ones Noise authenticated for this
-// connection.
+// nonceI, nonceR); the peer IDs are the ones the security handshake (TLS or
+// Noise) authenticated for this connection.
 //
 //	I -> R  hello:  version(1) nonceI(32) count(uvarint) addr(bytes)*   I's listen addrs
 //	R -> I  chall:  nonceR(32) MAC("responder")

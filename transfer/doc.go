@@ -26,7 +26,7 @@
 // hop, a slow or dead receiver only fails its own copy (the caller can send
 // the shard again elsewhere), and the sender needs no other peer to relay.
 // The cost is that the sender's uplink carries r copies; on one machine or
-// on loopback that cost is CPU (Noise encrypts each copy). PERF.md measured
+// on loopback that cost is CPU (each copy is encrypted). PERF.md measured
 // ~380 MB/s for a prototype sending 2 replicas to loopback peers.
 //
 // # Protocol /shoal/shard/1
