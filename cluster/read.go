@@ -42,8 +42,8 @@ import (
 //	 |---Length 0---|     |------Length 1------|
 //	          [offset ........................... offset+length)
 //
-// Every block is checked against its CID (the store does it for local
-// reads) and against the shard's list, which is read first and checked
+// Every block is checked against its CID, on several cores (hashahead.go),
+// and against the shard's list, which is read first and checked
 // against the shard's CID recorded in consensus: the i-th data block must
 // be the list's i-th item, so a holder cannot substitute another file's
 // blocks. A shard comes from this peer's store when it holds it, else from
@@ -61,9 +61,11 @@ import (
 // cancels every fetch (resetting its stream) and waits for it. Memory per
 // cat is bounded whatever the size of the file and of its shards: at most
 // 2 x (4 + 1) chunks filled or queued and one being written (11 MiB), plus
-// each fetch's source (a store reader: its section buffer and 2 MiB of
-// O_DIRECT buffers; a stream: a 256 KiB read buffer and one block, <= 8 MiB)
-// and its shard's list: about 16 MiB with 256 KiB blocks, 31 MiB at worst.
+// each fetch's source (a store reader's 2 MiB of O_DIRECT buffers, or a
+// stream's 256 KiB read buffer), its blocks read ahead for hashing
+// (hashahead.go: 4 batches of ~516 KiB, and a block too large for a batch
+// in memory of its own, <= 8 MiB each) and its shard's list: about 20 MiB
+// with 256 KiB blocks, 80 MiB at worst (blocks near the 8 MiB limit).
 //
 // A plain pin is read with boxo's UnixFS DagReader over a block getter that
 // reads this peer's store, else asks the pin's holders for each block.
@@ -350,16 +352,16 @@ func copyShard(sc *shardCopy, sh consensus.Shard, from, to uint64, w io.Writer) 
 // wrapping store.ErrNotFound when the store does not hold it.
 func (p *Peer) openLocalShard(sh consensus.Shard) (*shardCopy, error) {
 	key := sh.CID.String()
-	r, err := p.store.OpenShard(key)
-	if err != nil {
-		return nil, err
-	}
 	items, err := shard.ReadList(sh.CID, shard.KindShard, p.store.Get)
 	if err != nil {
-		r.Close()
 		return nil, err
 	}
-	return &shardCopy{items: items, next: r.Next, close: func() { r.Close() }}, nil
+	r, err := p.store.OpenShardUnchecked(key) // hashAhead hashes every block
+	if err != nil {
+		return nil, err
+	}
+	h := newHashAhead(r.NextInto)
+	return &shardCopy{items: items, next: h.next, close: func() { h.stop(); r.Close() }}, nil
 }
 
 // openRead opens a read stream to from and asks for what of c.
@@ -437,23 +439,24 @@ func (p *Peer) openRemoteShard(ctx context.Context, from peer.ID, sh consensus.S
 	if err != nil {
 		return nil, err
 	}
-	var buf []byte
-	next := func() (dag.Block, error) {
+	h := newHashAhead(func(buf []byte) (dag.Block, int, error) {
 		_ = s.SetReadDeadline(time.Now().Add(readIdleTimeout))
 		c, data, err := readFrame(br, buf)
 		if err != nil {
-			return dag.Block{}, err
+			return dag.Block{}, 0, err
 		}
 		if !c.Defined() {
-			return dag.Block{}, readEnd(br)
+			return dag.Block{}, 0, readEnd(br)
 		}
-		buf = data[:0]
-		if err := checkBlock(c, data); err != nil {
-			return dag.Block{}, err
+		n := 0
+		if len(data) <= cap(buf) {
+			n = len(data) // readFrame reads into buf whenever the block fits
 		}
-		return dag.Block{CID: c, Data: data}, nil
-	}
-	return &shardCopy{items: items, next: next, close: closeFn, lists: lists}, nil
+		return dag.Block{CID: c, Data: data}, n, nil
+	})
+	// The stream is reset before stop waits: the reader may be waiting
+	// for a frame.
+	return &shardCopy{items: items, next: h.next, close: func() { closeFn(); h.stop() }, lists: lists}, nil
 }
 
 // readEnd reads the status that ends a shard's blocks: io.EOF when the

@@ -87,16 +87,9 @@ func (m memShard) open(t *testing.T) *shardCopy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := 0
-	next := func() (dag.Block, error) {
-		if i == len(m.blocks) {
-			return dag.Block{}, io.EOF
-		}
-		b := m.blocks[i]
-		i++
-		return b, checkBlock(b.CID, b.Data)
-	}
-	return &shardCopy{items: items, next: next, close: func() {}}
+	h := newHashAhead(sliceSource(m.blocks, nil))
+	t.Cleanup(h.stop)
+	return &shardCopy{items: items, next: h.next, close: func() {}}
 }
 
 // TestCopyShardLayouts: whatever the layout, leaf kind and tree depth,

@@ -11,8 +11,9 @@ import (
 // written to the API client strictly in order by the request's goroutine.
 //
 //	fetch goroutine, shard k    --chunks-->  [queue k:   <= 4 x 1 MiB]  --+
-//	  (fromHolders: read, hash,                                           |  request goroutine:
-//	   copy the leaves' bytes)                                            +- queue k, then k+1,
+//	  (fromHolders: blocks hashed                                         |  request goroutine:
+//	   by hashahead.go; copy the                                          +- queue k, then k+1,
+//	   leaves' bytes)                                                     |
 //	fetch goroutine, shard k+1  --chunks-->  [queue k+1: <= 4 x 1 MiB]  --+  ... -> API client
 //
 // Who owns what: a fetch goroutine owns its shard's source (a store reader
@@ -34,8 +35,8 @@ import (
 const (
 	// readAheadShards is how many shards a cat fetches at once: the one
 	// being written and the next. The current shard's fetch (reading,
-	// hashing, copying: about one core at full speed) runs beside the
-	// writes to the client, and the next one opens its stream, checks its
+	// hashing on two workers, copying) runs beside the writes to the
+	// client, and the next one opens its stream, checks its
 	// list and fills its queue meanwhile, so moving to the next shard costs
 	// no round trip. Fetches further ahead would only wait on their full
 	// queues, and our machines have 2 cores (bench/RESULTS.md), shared with

@@ -135,9 +135,32 @@ func (r *ShardReader) Root() cid.Cid { return r.lay.root }
 // returns a *CorruptError naming the shard, the CID (when readable) and the
 // offset; iteration should stop there.
 func (r *ShardReader) Next() (dag.Block, error) {
+	b, sec, err := r.next(r.buf)
+	if cap(sec) > cap(r.buf) {
+		r.buf = sec[:0]
+	}
+	return b, err
+}
+
+// NextInto is Next reading the block into buf's spare capacity (from
+// buf[0], whatever len(buf) is), which the caller owns: it returns the
+// block and how many bytes of buf the block's section took, or 0 when the
+// section did not fit and was read into new memory. The reader keeps no
+// reference to buf, so the caller may hold the block as long as it likes.
+func (r *ShardReader) NextInto(buf []byte) (dag.Block, int, error) {
+	b, sec, err := r.next(buf[:0])
+	if err != nil || len(sec) > cap(buf) {
+		return b, 0, err // next reads into buf whenever the section fits
+	}
+	return b, len(sec), nil
+}
+
+// next reads the next section into buf when it fits, else into new memory,
+// and returns its block and the section's bytes.
+func (r *ShardReader) next(buf []byte) (dag.Block, []byte, error) {
 	end := r.lay.blocksEnd()
 	if r.pos >= end {
-		return dag.Block{}, io.EOF
+		return dag.Block{}, nil, io.EOF
 	}
 	bad := func(c cid.Cid, reason string) error {
 		return &CorruptError{Key: r.key, CID: c, Offset: r.pos, Reason: reason}
@@ -147,7 +170,7 @@ func (r *ShardReader) Next() (dag.Block, error) {
 	for {
 		b, err := r.br.ReadByte()
 		if err != nil {
-			return dag.Block{}, bad(cid.Undef, "read section length: "+errText(err))
+			return dag.Block{}, nil, bad(cid.Undef, "read section length: "+errText(err))
 		}
 		vb[vn] = b
 		vn++
@@ -157,32 +180,32 @@ func (r *ShardReader) Next() (dag.Block, error) {
 	}
 	slen, _, err := sectionLen(vb[:vn], end-r.pos)
 	if err != nil {
-		return dag.Block{}, bad(cid.Undef, err.Error())
+		return dag.Block{}, nil, bad(cid.Undef, err.Error())
 	}
-	if int64(cap(r.buf)) < slen {
-		r.buf = make([]byte, slen)
+	var sec []byte
+	if int64(cap(buf)) >= slen {
+		sec = buf[:slen]
+	} else {
+		sec = make([]byte, slen)
 	}
-	sec := r.buf[:slen]
 	if _, err := io.ReadFull(r.br, sec); err != nil {
-		return dag.Block{}, bad(cid.Undef, "read section: "+errText(err))
+		return dag.Block{}, sec, bad(cid.Undef, "read section: "+errText(err))
 	}
 	cl, c, err := cid.CidFromBytes(sec)
 	if err != nil {
-		return dag.Block{}, bad(cid.Undef, "CID: "+err.Error())
+		return dag.Block{}, sec, bad(cid.Undef, "CID: "+err.Error())
 	}
 	data := sec[cl:]
-	if r.unchecked {
-		r.pos += int64(vn) + slen
-		return dag.Block{CID: c, Data: data}, nil
-	}
-	if err := checkHash(c, data); err != nil {
-		if errors.Is(err, errMismatch) {
-			return dag.Block{}, bad(c, err.Error())
+	if !r.unchecked {
+		if err := checkHash(c, data); err != nil {
+			if errors.Is(err, errMismatch) {
+				return dag.Block{}, sec, bad(c, err.Error())
+			}
+			return dag.Block{}, sec, fmt.Errorf("shard %s: block %s: %w", r.key, c, err)
 		}
-		return dag.Block{}, fmt.Errorf("shard %s: block %s: %w", r.key, c, err)
 	}
 	r.pos += int64(vn) + slen
-	return dag.Block{CID: c, Data: data}, nil
+	return dag.Block{CID: c, Data: data}, sec, nil
 }
 
 func errText(err error) string {

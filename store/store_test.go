@@ -780,3 +780,51 @@ func writeShard(s *Store, key string, blocks []dag.Block) error {
 	_, err = w.Commit(ctx, key, blocks[0].CID)
 	return err
 }
+
+// TestNextInto: NextInto reads a block into the caller's buffer when its
+// section fits, saying how many bytes it took, and into new memory when it
+// does not; the reader never writes to a buffer it was given again.
+func TestNextInto(t *testing.T) {
+	blocks := []dag.Block{
+		blk(t, cid.Raw, mh.SHA2_256, seeded(1, 3000)),
+		blk(t, cid.Raw, mh.SHA2_256, seeded(2, 5000)),
+		blk(t, cid.Raw, mh.SHA2_256, seeded(3, 100)),
+	}
+	s := openT(t, t.TempDir())
+	putShard(t, s, "k", blocks)
+	r, err := s.OpenShardUnchecked("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	arena := make([]byte, 4096)
+	var got []dag.Block
+	used := 0
+	for i, want := range []int{3000 + blocks[0].CID.ByteLen(), 0, 100 + blocks[2].CID.ByteLen()} {
+		b, n, err := r.NextInto(arena[used:used])
+		if err != nil || n != want {
+			t.Fatalf("block %d: took %d bytes of the buffer (%v), want %d", i, n, err, want)
+		}
+		if n > 0 && &b.Data[len(b.Data)-1] != &arena[used+n-1] {
+			t.Fatalf("block %d: took %d bytes of the buffer but is not there", i, n)
+		}
+		if n == 0 {
+			before := bytes.Clone(arena)
+			b.Data[0] ^= 1
+			if !bytes.Equal(before, arena) {
+				t.Fatalf("block %d: in the buffer, but took 0 bytes of it", i)
+			}
+			b.Data[0] ^= 1
+		}
+		used += n
+		got = append(got, b)
+	}
+	if _, _, err := r.NextInto(arena[used:used]); err != io.EOF {
+		t.Fatalf("after the last block: %v, want io.EOF", err)
+	}
+	for i, b := range got { // all still intact
+		if !b.CID.Equals(blocks[i].CID) || string(b.Data) != string(blocks[i].Data) {
+			t.Fatalf("block %d changed after later reads", i)
+		}
+	}
+}
