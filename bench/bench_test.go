@@ -262,6 +262,27 @@ func TestDirectWrite(t *testing.T) {
 	}
 }
 
+// TestDirectRead: DirectRead reads every byte, the short last read of a
+// size that is not a multiple of its block included.
+func TestDirectRead(t *testing.T) {
+	for _, size := range []int{0, DirectReadBlock, 3*DirectReadBlock + 1000} {
+		path := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(path, Data(size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n, err := DirectRead(context.Background(), path)
+		if errors.Is(err, syscall.EINVAL) {
+			t.Skipf("no O_DIRECT on this file system: %v", err)
+		}
+		if err != nil || n != int64(size) {
+			t.Fatalf("read %d bytes of %d: %v", n, size, err)
+		}
+	}
+	if _, err := DirectRead(context.Background(), filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Fatal("a missing file read without an error")
+	}
+}
+
 // TestReferences checks the references against each other and against
 // shoal's ingest: the same root, and flatfs holds every block.
 func TestReferences(t *testing.T) {

@@ -174,6 +174,10 @@
 //	                        dropped from the page cache first (shoal's
 //	                        store writes with O_DIRECT, so its reads come
 //	                        from the device)
+//	disk                    the data file read with O_DIRECT in 1 MiB
+//	                        reads (`dd bs=1M iflag=direct`): the device's
+//	                        sequential read rate, which bounds every
+//	                        shoal cat on one machine
 //	add, rmin=rmax=1        a fresh cluster of -peers (3) `shoal daemon`
 //	                        processes with default settings;
 //	                        `shoal --api PEER0 add --shard --rmin 1

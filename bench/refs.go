@@ -199,6 +199,42 @@ func DirectWrite(ctx context.Context, path string, size int64) error {
 	return f.Close()
 }
 
+// DirectReadBlock is the size of DirectRead's reads: what shoal's store
+// reads shards in (store.readBufSizeDirect), and what `dd bs=1M
+// iflag=direct` reads.
+const DirectReadBlock = 1 << 20
+
+// DirectRead reads the file at path sequentially with O_DIRECT, in
+// DirectReadBlock aligned reads, and returns its size: the disk's
+// sequential read rate, the ceiling of any read of data that is not in
+// the page cache, as shoal's shards never are (its store reads and
+// writes them with O_DIRECT). Pages of the file in the page cache do not
+// help it.
+func DirectRead(ctx context.Context, path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open %s with O_DIRECT: %w", path, err)
+	}
+	defer f.Close()
+	buf, err := syscall.Mmap(-1, 0, DirectReadBlock, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return 0, fmt.Errorf("allocate aligned buffer: %w", err)
+	}
+	defer syscall.Munmap(buf)
+	var total int64
+	for ctx.Err() == nil {
+		n, err := f.Read(buf)
+		total += int64(n)
+		if err == io.EOF || (err == nil && n < len(buf)) {
+			return total, nil
+		}
+		if err != nil {
+			return total, fmt.Errorf("read %s at %d: %w", path, total, err)
+		}
+	}
+	return total, ctx.Err()
+}
+
 // BoxoCat writes the file under root, stored in the go-ds-flatfs datastore
 // at dir (as BoxoFlatfs leaves it), to w the way `ipfs cat` reads it on a
 // single node: boxo's blockstore over flatfs, an offline blockservice, a

@@ -17,6 +17,7 @@ import (
 //
 //	child boxo-flatfs -repo DIR FILE   prints the root CID
 //	child boxo-cat -repo DIR ROOT      writes the file to stdout
+//	child direct-read FILE             reads FILE with O_DIRECT (the disk's read rate)
 func child(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return errors.New("child: no kind")
@@ -27,8 +28,8 @@ func child(ctx context.Context, args []string) error {
 	if err := fl.Parse(args[1:]); err != nil {
 		return err
 	}
-	if fl.NArg() != 1 || *repo == "" {
-		return fmt.Errorf("child %s: want -repo DIR and one argument", kind)
+	if fl.NArg() != 1 || (*repo == "") != (kind == "direct-read") {
+		return fmt.Errorf("child %s: want one argument, and -repo DIR but for direct-read", kind)
 	}
 	switch kind {
 	case "boxo-flatfs":
@@ -42,6 +43,9 @@ func child(ctx context.Context, args []string) error {
 			return err
 		}
 		_, err = fmt.Println(root)
+		return err
+	case "direct-read":
+		_, err := bench.DirectRead(ctx, fl.Arg(0))
 		return err
 	case "boxo-cat":
 		root, err := cid.Decode(fl.Arg(0))

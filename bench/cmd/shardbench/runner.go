@@ -29,6 +29,7 @@ type runner struct {
 
 	refAdd, refCat bench.Path // boxo -> flatfs, boxo UnixFS reader over flatfs
 	refCatCold     bench.Path // the same read with the flatfs files dropped from the page cache
+	refDisk        bench.Path // the data file read with O_DIRECT: the disk's sequential read rate
 	add1, cat1     bench.Path // rmin=rmax=1 cluster
 	add2, cat2     bench.Path // rmin=rmax=2 cluster
 	peerRSS1       []float64  // largest VmHWM of a peer per rmin=rmax=1 run, MiB
@@ -74,6 +75,7 @@ func newRunner(o options, args []string) *runner {
 		{&r.refAdd, "boxo -> flatfs (file)"},
 		{&r.refCat, "boxo UnixFS reader <- flatfs"},
 		{&r.refCatCold, "boxo UnixFS reader <- flatfs, cold"},
+		{&r.refDisk, "disk: O_DIRECT 1 MiB reads"},
 		{&r.add1, "shoal add --shard, rmin=rmax=1"},
 		{&r.cat1, "shoal cat, rmin=rmax=1 cluster"},
 		{&r.add2, "shoal add --shard, rmin=rmax=2"},
@@ -202,6 +204,12 @@ func (r *runner) reference(ctx context.Context, run int, devnull *os.File) error
 	}
 	r.refCatCold.Runs = append(r.refCatCold.Runs, res)
 	r.logf("  %-34s %6.0f MB/s", r.refCatCold.Name, rate(res, r.o.size))
+	res, err = bench.Run(ctx, bench.Cmd{Path: r.self, Args: []string{"child", "direct-read", r.data}})
+	if err != nil {
+		return err
+	}
+	r.refDisk.Runs = append(r.refDisk.Runs, res)
+	r.logf("  %-34s %6.0f MB/s", r.refDisk.Name, rate(res, r.o.size))
 	return nil
 }
 
