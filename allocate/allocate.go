@@ -14,7 +14,9 @@
 //     every other, so consecutive shards spread over the peers instead
 //     of piling onto the one with most room (metrics lag behind a fast
 //     add, and peers sharing a disk all report the same free space);
-//     b. then by most free space;
+//     b. then by most free space, counted in whole Request.Units (a
+//     sharded add's shard size): peers a fraction of a shard apart can
+//     hold as many shards and tie;
 //     c. then the least recently used in the batch (a peer in no entry of
 //     Recent first, then the one whose latest item is oldest, then the one
 //     in fewest entries), so peers that tie take turns;
@@ -75,6 +77,13 @@ type Request struct {
 	// the item stands alone. Step 2 a and c read it; a few entries per
 	// candidate peer are enough.
 	Recent [][]string
+	// Unit is the granule in which free space is compared (0 or 1:
+	// bytes). A sharded add passes its shard size: free space figures
+	// move by what is written between two peers' reports, so peers that
+	// share a disk, or have disks of one size, report figures a few
+	// megabytes apart, and compared in bytes the one asked first would
+	// take every shard.
+	Unit int64
 }
 
 // ErrNotEnoughPeers is wrapped by Allocate when fewer than RMin peers can
@@ -87,11 +96,12 @@ func Allocate(req Request, cands []Candidate) ([]string, error) {
 		(req.RMax != Everywhere && req.RMin > req.RMax) || (req.RMin == Everywhere) != (req.RMax == Everywhere) {
 		return nil, fmt.Errorf("replication %d..%d is not valid", req.RMin, req.RMax)
 	}
-	strategy := byFreeSpace
+	unit := max(req.Unit, 1)
+	strategy := func(a, b Candidate) int { return byFreeSpace(a, b, unit) }
 	switch req.Strategy {
 	case "", FreeSpace:
 	case Balanced:
-		strategy = byBalance
+		strategy = func(a, b Candidate) int { return byBalance(a, b, unit) }
 	default:
 		return nil, fmt.Errorf("allocation strategy %q is not known; use %s or %s", req.Strategy, FreeSpace, Balanced)
 	}
@@ -148,8 +158,8 @@ func Allocate(req Request, cands []Candidate) ([]string, error) {
 	return out, nil
 }
 
-// byFreeSpace orders by most free space.
-func byFreeSpace(a, b Candidate) int { return cmp.Compare(b.Free, a.Free) }
+// byFreeSpace orders by most free space in whole units.
+func byFreeSpace(a, b Candidate, unit int64) int { return cmp.Compare(b.Free/unit, a.Free/unit) }
 
 // recency reads Recent: the peers of the previous item, and for each peer
 // the index of the latest entry that holds it and how many entries do.

@@ -64,7 +64,7 @@ func naive(req Request, cands []Candidate) ([]string, bool) {
 			if in(c.ID) || c.Free < req.Size {
 				continue
 			}
-			if best < 0 || naiveBetter(req, c, cands[best], func(c, b Candidate) int { return int(b.Free - c.Free) }) {
+			if best < 0 || naiveBetter(req, c, cands[best], func(c, b Candidate) int { return naiveFree(req, b) - naiveFree(req, c) }) {
 				best = i
 			}
 		}
@@ -78,6 +78,18 @@ func naive(req Request, cands []Candidate) ([]string, bool) {
 		need = 1
 	}
 	return out, len(out) >= need
+}
+
+// naiveFree is c's free space in whole req.Units, by repeated subtraction.
+func naiveFree(req Request, c Candidate) int {
+	if req.Unit <= 1 {
+		return int(c.Free)
+	}
+	n := 0
+	for f := c.Free; f >= req.Unit; f -= req.Unit {
+		n++
+	}
+	return n
 }
 
 // naiveBetter says whether c goes before b: not in the previous item's
@@ -139,7 +151,7 @@ func TestAllocateMatchesNaive(t *testing.T) {
 		n := r.IntN(8)
 		cands := make([]Candidate, n)
 		for j := range cands {
-			cands[j] = Candidate{ID: fmt.Sprintf("p%d", r.IntN(10)), Free: int64(r.IntN(5) * 100)}
+			cands[j] = Candidate{ID: fmt.Sprintf("p%d", r.IntN(10)), Free: int64(r.IntN(5)*100 + r.IntN(3)*10)}
 		}
 		// IDs must be unique among candidates.
 		slices.SortFunc(cands, func(a, b Candidate) int { return cmpStr(a.ID, b.ID) })
@@ -153,6 +165,7 @@ func TestAllocateMatchesNaive(t *testing.T) {
 			req.Current = append(req.Current, fmt.Sprintf("p%d", r.IntN(10)))
 		}
 		req.Recent = randomRecent(r)
+		req.Unit = []int64{0, 1, 100, 250}[r.IntN(4)]
 		got, err := Allocate(req, cands)
 		want, ok := naive(req, cands)
 		if ok != (err == nil) {
@@ -244,5 +257,29 @@ func TestSpreadsConsecutiveShards(t *testing.T) {
 				t.Fatalf("shards per peer %v, want %v", counts, tt.wantCounts)
 			}
 		})
+	}
+}
+
+// TestUnitTies: free space a fraction of a Unit apart ties, so the least
+// recently used peer takes the item, not the one that reported a few
+// bytes more; a whole Unit more still wins.
+func TestUnitTies(t *testing.T) {
+	cands := []Candidate{{ID: "a", Free: 1000}, {ID: "b", Free: 1090}, {ID: "c", Free: 1050}}
+	recent := [][]string{{"c"}, {"b"}} // c took the previous item, b the one before
+	for _, tt := range []struct {
+		unit  int64
+		cands []Candidate
+		want  string
+	}{
+		{0, cands, "b"},   // by bytes
+		{1, cands, "b"},   // the same
+		{100, cands, "a"}, // a, b tie; a was not used lately
+		{100, []Candidate{{ID: "a", Free: 1000}, {ID: "b", Free: 1100}}, "b"},
+		{1000, []Candidate{{ID: "a", Free: 1999}, {ID: "b", Free: 1000}}, "a"}, // floor: both one unit; a is older
+	} {
+		got, err := Allocate(Request{Size: 100, RMin: 1, RMax: 1, Unit: tt.unit, Recent: recent}, tt.cands)
+		if err != nil || len(got) != 1 || got[0] != tt.want {
+			t.Errorf("unit %d, %+v: %v %v, want %s", tt.unit, tt.cands, got, err, tt.want)
+		}
 	}
 }

@@ -17,7 +17,8 @@ import "cmp"
 //     c. then fewest stored shards (Shards): among peers holding equal
 //     bytes, the one with fewer files takes the next one, so many small
 //     pins spread like a few large ones;
-//     d. then most free space, then the least recently used in the batch,
+//     d. then most free space (in whole Request.Units), then the least
+//     recently used in the batch,
 //     then lowest peer ID, so the order is total and deterministic.
 //
 // The figures are the candidates' last heartbeat metrics (api.Metrics),
@@ -26,6 +27,6 @@ import "cmp"
 // add each item's size to its peers' Used as they go.
 
 // byBalance orders candidates for the balanced strategy.
-func byBalance(a, b Candidate) int {
-	return cmp.Or(cmp.Compare(a.Used, b.Used), cmp.Compare(a.Shards, b.Shards), cmp.Compare(b.Free, a.Free))
+func byBalance(a, b Candidate, unit int64) int {
+	return cmp.Or(cmp.Compare(a.Used, b.Used), cmp.Compare(a.Shards, b.Shards), byFreeSpace(a, b, unit))
 }

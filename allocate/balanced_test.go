@@ -65,7 +65,7 @@ func naiveBalanced(req Request, cands []Candidate) ([]string, bool) {
 			case c.Shards != b.Shards:
 				return c.Shards - b.Shards
 			}
-			return int(b.Free - c.Free)
+			return naiveFree(req, b) - naiveFree(req, c)
 		})
 	}
 	for len(out) < want {
@@ -97,14 +97,15 @@ func TestBalancedMatchesNaive(t *testing.T) {
 	for i := range 5000 {
 		cands := make([]Candidate, r.IntN(8))
 		for j := range cands {
-			cands[j] = Candidate{ID: fmt.Sprintf("p%d", r.IntN(10)), Free: int64(r.IntN(4) * 100),
+			cands[j] = Candidate{ID: fmt.Sprintf("p%d", r.IntN(10)), Free: int64(r.IntN(4)*100 + r.IntN(3)*10),
 				Used: int64(r.IntN(3) * 100), Shards: r.IntN(3)}
 		}
 		slices.SortFunc(cands, func(a, b Candidate) int { return cmpStr(a.ID, b.ID) })
 		cands = slices.CompactFunc(cands, func(a, b Candidate) bool { return a.ID == b.ID })
 		r.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
 		rmin := 1 + r.IntN(4)
-		req := Request{Size: int64(r.IntN(4) * 100), RMin: rmin, RMax: rmin + r.IntN(3), Strategy: Balanced}
+		req := Request{Size: int64(r.IntN(4) * 100), RMin: rmin, RMax: rmin + r.IntN(3), Strategy: Balanced,
+			Unit: []int64{0, 1, 100, 250}[r.IntN(4)]}
 		if r.IntN(5) == 0 {
 			req.RMin, req.RMax = Everywhere, Everywhere
 		}

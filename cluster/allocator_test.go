@@ -3,8 +3,11 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -17,12 +20,24 @@ import (
 // peer. With either allocator the 7 shards of a sharded add spread evenly
 // (2, 2, 3), and no two consecutive shards share a peer.
 func TestAllocatorsSpreadShards(t *testing.T) {
-	for _, strategy := range []string{"freespace", "balanced"} {
-		t.Run(strategy, func(t *testing.T) {
-			peers := newTestPeersWith(t, 3, func(_ int, cfg *config.Config) { cfg.Health.Allocator = strategy })
+	for _, tt := range []struct {
+		strategy string
+		repl     int
+		want     []int // shards per peer, sorted
+	}{
+		{"freespace", 1, []int{2, 2, 3}},
+		{"balanced", 1, []int{2, 2, 3}},
+		// Free space compared in bytes, peers sharing a disk differ by
+		// what was written between their reports, and the ingesting
+		// peer, which reports first, took every shard: 3, 4 and 7.
+		{"freespace", 2, []int{4, 5, 5}},
+		{"balanced", 2, []int{4, 5, 5}},
+	} {
+		t.Run(fmt.Sprintf("%s rmin=rmax=%d", tt.strategy, tt.repl), func(t *testing.T) {
+			peers := newTestPeersWith(t, 3, func(_ int, cfg *config.Config) { cfg.Health.Allocator = tt.strategy })
 			data := seeded("balanced", 6<<20)
 			res, err := backend{peers[0]}.Add(context.Background(), bytes.NewReader(data), api.AddParams{Name: "b",
-				Chunker: "size-65536", Shard: true, ShardSize: 1 << 20, RMin: 1, RMax: 1})
+				Chunker: "size-65536", Shard: true, ShardSize: 1 << 20, RMin: tt.repl, RMax: tt.repl})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,9 +59,49 @@ func TestAllocatorsSpreadShards(t *testing.T) {
 			}
 			counts := []int{per["peer0"], per["peer1"], per["peer2"]}
 			slices.Sort(counts)
-			if !slices.Equal(counts, []int{2, 2, 3}) {
-				t.Fatalf("shards per peer: %v, want 2, 2 and 3", per)
+			if !slices.Equal(counts, tt.want) {
+				t.Fatalf("shards per peer: %v, want %v", per, tt.want)
 			}
 		})
+	}
+}
+
+// TestIngesterReservesItsCopy: while a shard streams, the ingesting peer
+// counts its own copy as reserved, as its receiver does, and both give the
+// room back when the add ends. Before, the ingesting peer reserved
+// nothing, looked emptier than its receivers to the next shard's
+// allocation, and could be promised room twice by concurrent adds.
+func TestIngesterReservesItsCopy(t *testing.T) {
+	peers := newTestPeers(t, 2)
+	data := seeded("reserve", 6<<20)
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := backend{peers[0]}.Add(context.Background(), pr, api.AddParams{Name: "r", Shard: true,
+			ShardSize: 4 << 20, RMin: 2, RMax: 2})
+		done <- err
+	}()
+	if _, err := pw.Write(data[:1<<20]); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		waitFor(t, 10*time.Second, func() error {
+			if r := p.localInfo().Reserved; r != 4<<20 {
+				return fmt.Errorf("%s reserves %d bytes during the first shard, want %d", p.cfg.PeerName, r, 4<<20)
+			}
+			return nil
+		})
+	}
+	if _, err := pw.Write(data[1<<20:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		if r := p.localInfo().Reserved; r != 0 {
+			t.Fatalf("%s still reserves %d bytes after the add", p.cfg.PeerName, r)
+		}
 	}
 }

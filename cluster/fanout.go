@@ -34,19 +34,26 @@ func (p *Peer) newFanout(ctx context.Context, peers []peer.ID, maxSize int64) (f
 		}
 	}
 	var st = p.store
-	if !local {
+	release := func() {}
+	if local {
+		// Reserved like a received shard, or this peer would look
+		// emptier than the others to the next shard's allocation.
+		release = p.receiver.Hold(maxSize)
+	} else {
 		st = nil
 	}
 	f, err := transfer.NewFanout(ctx, p.host, remote, st, maxSize)
 	if err != nil {
+		release()
 		return nil, err
 	}
-	return transferFanout{f: f, p: p}, nil
+	return transferFanout{f: f, p: p, release: release}, nil
 }
 
 type transferFanout struct {
-	f *transfer.Fanout
-	p *Peer
+	f       *transfer.Fanout
+	p       *Peer
+	release func() // this peer's reservation for its own copy
 }
 
 func (t transferFanout) Put(ctx context.Context, b dag.Block) error { return t.f.Put(ctx, b) }
@@ -56,6 +63,7 @@ func (t transferFanout) Commit(ctx context.Context, info shard.Info, nodes []dag
 	// recorded in consensus; the add releases it when it ends.
 	t.p.tracker.protect(info.CID.String())
 	err := t.f.Commit(ctx, info, nodes)
+	t.release()
 	var te *transfer.Error
 	if err != nil && !errors.As(err, &te) {
 		return nil, nil, err
@@ -71,4 +79,7 @@ func (t transferFanout) Commit(ctx context.Context, info shard.Info, nodes []dag
 	return res.Confirmed(), failures, nil
 }
 
-func (t transferFanout) Abort() { t.f.Abort() }
+func (t transferFanout) Abort() {
+	t.f.Abort()
+	t.release()
+}

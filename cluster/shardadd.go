@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -260,7 +261,8 @@ func (o *shardOpener) choose(ctx context.Context, index int) ([]peer.ID, int64, 
 		}
 	}
 	ids, err := allocate.Allocate(allocate.Request{Size: minShardRoom, RMin: o.rmin, RMax: o.rmax,
-		Strategy: o.b.p.cfg.Health.Allocator, Recent: o.recent}, cands)
+		Strategy: o.b.p.cfg.Health.Allocator, Recent: o.recent, Unit: freeUnit(o.size, cands)}, cands)
+
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: shard %d: %v", api.ErrConflict, index, err)
 	}
@@ -276,6 +278,22 @@ func (o *shardOpener) choose(ctx context.Context, index int) ([]peer.ID, int64, 
 		}
 	}
 	return peers, limit, nil
+}
+
+// freeUnit is the granule in which a sharded add compares free space
+// (allocate's Request.Unit): a shard, or a hundredth of the most free
+// space rounded up to a power of two when that is more. Figures move by
+// what is written between two peers' reports (by megabytes on peers that
+// share a disk), and peers that differ by less should tie and take turns;
+// a power of two keeps the unit's boundaries where they are while the
+// figures move.
+func freeUnit(shardSize int64, cands []allocate.Candidate) int64 {
+	var most int64
+	for _, c := range cands {
+		most = max(most, c.Free)
+	}
+	unit := int64(1) << bits.Len64(uint64(most/100))
+	return max(shardSize, unit)
 }
 
 func (o *shardOpener) Open(ctx context.Context, index int) (shard.Writer, int64, error) {

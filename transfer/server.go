@@ -160,6 +160,26 @@ func (s *Server) Reserved() int64 {
 	return s.reserved
 }
 
+// Hold counts size bytes as reserved, as a transfer being received is,
+// until release is called (once or more): the room of a shard this peer
+// writes to its own store as an ingesting peer, so that its free space,
+// which allocation compares with that of peers receiving the same shard,
+// is as small as theirs. It takes no slot and checks no room: the shard
+// was sized to fit.
+func (s *Server) Hold(size int64) (release func()) {
+	s.mu.Lock()
+	s.reserved += size
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.reserved -= size
+			s.mu.Unlock()
+		})
+	}
+}
+
 // reserve admits a transfer of up to size bytes if there is a free slot
 // and room for it beside the transfers running; release gives both back.
 func (s *Server) reserve(size int64) (release func(), err error) {

@@ -267,4 +267,19 @@ func TestReservedRoom(t *testing.T) {
 	if (*Server)(nil).Reserved() != 0 {
 		t.Fatal("a nil server reserves room")
 	}
+
+	// Hold: the ingesting peer's own copy counts as reserved, against the
+	// room a transfer sees, until released; releasing twice is harmless.
+	hold := s.Hold(70)
+	if s.Reserved() != 70 {
+		t.Fatalf("reserved %d while holding 70", s.Reserved())
+	}
+	if _, err := s.reserve(40); err == nil || err.Error() != "no room: 30 bytes free, the shard needs up to 40 bytes" {
+		t.Fatalf("reserve beside a hold: %v", err)
+	}
+	hold()
+	hold()
+	if s.Reserved() != 0 {
+		t.Fatalf("reserved %d after the hold's release", s.Reserved())
+	}
 }
