@@ -33,7 +33,7 @@ non-zero, after the bytes written so far.`,
 				return err
 			}
 			defer r.Close()
-			if _, err := io.Copy(cmd.OutOrStdout(), r); err != nil {
+			if _, err := copyOut(cmd.OutOrStdout(), r); err != nil {
 				return readFailed(cmd.Context(), err, "")
 			}
 			return nil
@@ -101,6 +101,17 @@ func runGet(ctx context.Context, g *apiFlags, root, path, mode string) error {
 	return saveFile(ctx, r, r.Length(), path, mode)
 }
 
+// copyOutBuf is the size of copyOut's reads and writes.
+const copyOutBuf = 1 << 20
+
+// copyOut copies a read's bytes from the API to w in reads of up to 1 MiB.
+// io.Copy would use 32 KiB (an *os.File's ReadFrom falls back to it for an
+// HTTP body): twice 65,536 system calls per 2 GiB. A/B, cat of 2 GiB to
+// /dev/null: the CLI's CPU time 0.57 -> 0.49 s (medians of 6).
+func copyOut(w io.Writer, r io.Reader) (int64, error) {
+	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, make([]byte, copyOutBuf))
+}
+
 // saveFile writes r (total bytes, -1 if unknown) into a temporary file
 // beside path and renames it to path once it is complete and synced; on
 // any failure the temporary file is removed and path is left as it was.
@@ -116,7 +127,7 @@ func saveFile(ctx context.Context, r io.Reader, total int64, path, mode string) 
 		}
 	}()
 	bar := newProgress(mode, total)
-	_, err = io.Copy(f, bar.reader(r))
+	_, err = copyOut(f, bar.reader(r))
 	bar.finish()
 	if err != nil {
 		return readFailed(ctx, err, path)

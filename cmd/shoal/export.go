@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -60,7 +59,7 @@ Without -o, or with -o -, they go to stdout, which must not be a terminal.`,
 			}
 			defer r.Close()
 			if stdout {
-				if _, err := io.Copy(cmd.OutOrStdout(), r); err != nil {
+				if _, err := copyOut(cmd.OutOrStdout(), r); err != nil {
 					return readFailed(ctx, err, "")
 				}
 				return nil
