@@ -73,12 +73,19 @@ func newTestPeersOpts(t *testing.T, n int, tweak func(i int, cfg *config.Config)
 	})
 	// A peer learns the addresses of members that joined after it from
 	// the leader, within an election timeout: until then it cannot reach
-	// them (a verify asked through it would find them unreachable).
+	// them (a verify asked through it would find them unreachable). And a
+	// peer still catching up with the Raft log does not yet count the
+	// members that joined after it as members, so it refuses their
+	// streams (TestTrackerFetchesWhatAppears saw a tracker ask one peer
+	// of two).
 	waitFor(t, 10*time.Second, func() error {
 		for _, p := range peers {
 			for _, q := range peers {
 				if p != q && len(p.host.PeerAddrs(q.ID())) == 0 {
 					return fmt.Errorf("%s has no address of %s", p.cfg.PeerName, q.cfg.PeerName)
+				}
+				if p != q && !p.host.Allowed(q.ID()) {
+					return fmt.Errorf("%s does not let %s in yet", p.cfg.PeerName, q.cfg.PeerName)
 				}
 			}
 		}
