@@ -31,9 +31,11 @@ import (
 // user (until it takes the next batch, when it returns the batch to the
 // reader through free). hashBatches batches exist per copy, so a copy holds
 // about hashBatches x hashBatchSize bytes (2 MiB) whatever the size of its
-// shard: a block that does not fit in what is left of a batch's arena
-// starts the next batch, and a block larger than an arena (none of our
-// chunkers' are) is read into memory of its own.
+// shard. A batch ends when the largest block so far would not fit in what
+// is left of its arena. Blocks larger than half an arena (1 MiB chunks,
+// the largest Kubo makes) grow the batches' arenas to two of them, up to
+// maxArena (8 MiB per copy); a block that still does not fit (none that a
+// chunker makes) is read into memory of its own and ends its batch.
 //
 // A block that fails its hash is reported by next in its place in the
 // order, after the blocks before it, as a sequential read would report
@@ -48,6 +50,9 @@ const (
 	hashBatchSize = 512<<10 + 4<<10
 	// hashBatchBlocks bounds the blocks of one batch (tiny blocks).
 	hashBatchBlocks = 1024
+	// maxArena bounds a grown arena: two 1 MiB chunks (Kubo's largest)
+	// with their framing.
+	maxArena = 2 * (1<<20 + 4<<10)
 )
 
 // hashWorkers is how many goroutines hash one copy's batches: two on our
@@ -133,6 +138,11 @@ func (h *hashAhead) read(ctx context.Context, src rawSource, work chan<- *hashBa
 		if b.arena == nil {
 			b.arena = arenaPool.Get().(*[]byte)
 		}
+		if grown := 2 * largest; grown <= maxArena && len(*b.arena) < grown {
+			h.putArena(b)
+			a := make([]byte, grown)
+			b.arena = &a
+		}
 		b.blocks, b.err, b.bad, b.badErr = b.blocks[:0], nil, -1, nil
 		b.done = make(chan struct{})
 		arena, used := *b.arena, 0
@@ -143,10 +153,15 @@ func (h *hashAhead) read(ctx context.Context, src rawSource, work chan<- *hashBa
 				break
 			}
 			used += n
-			largest = max(largest, n)
+			own := n == 0 && len(blk.Data) > 0 // read into memory of its own
+			if own {
+				largest = max(largest, len(blk.Data)+maxCIDLen)
+			} else {
+				largest = max(largest, n)
+			}
 			b.blocks = append(b.blocks, blk)
-			if n == 0 && len(blk.Data) > 0 || len(arena)-used < largest {
-				break // memory of its own: at most one such block per batch
+			if own || len(arena)-used < largest {
+				break // at most one block in memory of its own per batch
 			}
 		}
 		// To a worker first: a batch the user can take is always hashed.
@@ -239,10 +254,11 @@ func (h *hashAhead) stop() {
 	}
 }
 
+// putArena takes b's arena back to arenaPool, unless it was grown.
 func (h *hashAhead) putArena(b *hashBatch) {
-	if b.arena != nil {
+	if b.arena != nil && len(*b.arena) == hashBatchSize {
 		arenaPool.Put(b.arena)
-		b.arena = nil
 	}
+	b.arena = nil
 	b.blocks = nil
 }

@@ -51,7 +51,8 @@ func sliceSource(blocks []dag.Block, end error) rawSource {
 }
 
 // testBlocks are blocks of assorted sizes: 256 KiB ones that fill a batch,
-// tiny ones (more than a batch may hold), one larger than a batch's arena.
+// tiny ones (more than a batch may hold), ones larger than a batch's arena
+// (1 MiB ones that grow it, one larger than a grown arena).
 func testBlocks(t *testing.T) []dag.Block {
 	var out []dag.Block
 	add := func(n int) {
@@ -68,6 +69,10 @@ func testBlocks(t *testing.T) []dag.Block {
 		add(1 + i%3)
 	}
 	add(hashBatchSize + 1)
+	for range 5 { // 1 MiB: Kubo's largest chunks, two a grown arena
+		add(1 << 20)
+	}
+	add(3 << 20)
 	add(100 << 10)
 	add(0)
 	return out
@@ -99,7 +104,7 @@ func TestHashAheadOrder(t *testing.T) {
 // reported after the blocks before them and never skipped.
 func TestHashAheadErrorsInPlace(t *testing.T) {
 	blocks := testBlocks(t)
-	for _, at := range []int{0, 3, 9, 500, len(blocks) - 1} {
+	for _, at := range []int{0, 3, 9, 500, len(blocks) - 6, len(blocks) - 1} {
 		t.Run(fmt.Sprintf("corrupt %d", at), func(t *testing.T) {
 			bad := append([]dag.Block(nil), blocks...)
 			bad[at].Data = append(bytes.Clone(bad[at].Data), 'x')
@@ -167,15 +172,17 @@ func TestHashAheadStop(t *testing.T) {
 }
 
 // TestHashAheadBounded: when nobody takes the blocks, the reader stops
-// after filling every batch: two 256 KiB blocks a batch, or one block a
-// batch when blocks do not fit in a batch's arena. Without the second
-// bound a batch took up to hashBatchBlocks blocks of up to 8 MiB.
+// after filling every batch: two 256 KiB blocks a batch; with 1 MiB blocks
+// one in memory of its own, then two a batch in grown arenas; with larger
+// blocks one a batch. Without the last bound a batch took up to
+// hashBatchBlocks blocks of up to 8 MiB.
 func TestHashAheadBounded(t *testing.T) {
 	for _, tt := range []struct {
 		size, want int
 	}{
 		{256 << 10, 2 * hashBatches},
-		{hashBatchSize + 1, hashBatches},
+		{1 << 20, 1 + 2*(hashBatches-1)},
+		{3 << 20, hashBatches},
 	} {
 		block := rawBlock(t, bytes.Repeat([]byte("b"), tt.size))
 		var reads atomic.Int64

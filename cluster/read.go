@@ -63,9 +63,10 @@ import (
 // 2 x (4 + 1) chunks filled or queued and one being written (11 MiB), plus
 // each fetch's source (a store reader's 2 MiB of O_DIRECT buffers, or a
 // stream's 256 KiB read buffer), its blocks read ahead for hashing
-// (hashahead.go: 4 batches of ~516 KiB, and a block too large for a batch
-// in memory of its own, <= 8 MiB each) and its shard's list: about 20 MiB
-// with 256 KiB blocks, 80 MiB at worst (blocks near the 8 MiB limit).
+// (hashahead.go: 4 batches of ~516 KiB, grown to ~2 MiB for 1 MiB blocks,
+// and at most one block per batch in memory of its own, <= 8 MiB) and its
+// shard's list: about 20 MiB with 256 KiB blocks, 32 MiB with 1 MiB
+// blocks, under 100 MiB at worst (blocks near the 8 MiB limit).
 //
 // A plain pin is read with boxo's UnixFS DagReader over a block getter that
 // reads this peer's store, else asks the pin's holders for each block.
