@@ -223,6 +223,11 @@
 //	repair                    copy rate >= 50% of the same cluster's cat rate
 //	peak RSS (-big)           client <= 128 MiB, each peer <= 256 MiB
 //
+// Under the read table, the CPU time of each cat (the CLI's and the
+// daemons', from /proc) stands beside the CPU-seconds the machine's cores
+// would have for a cat at 1.5x boxo's warm read: a cat that needs more
+// cannot reach that target on this machine, however it is scheduled.
+//
 // The ratios line also gives each cat against the disk row. A cat of a
 // fresh add reads every shard from the device (shoal's store neither
 // writes nor reads through the page cache), while boxo's warm read comes

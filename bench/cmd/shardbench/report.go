@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -37,6 +38,12 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 		bench.WriteTable(w, "(2) read: the whole file", []*bench.Path{&r.refCat, &r.refCatCold, &r.refDisk, &r.cat1, &r.cat2})
 		fmt.Fprintf(w, "  (\"cold\": the flatfs files dropped from the page cache first, posix_fadvise DONTNEED; shoal's store writes and\n")
 		fmt.Fprintf(w, "  reads with O_DIRECT, so shoal cat reads its shards from the device, whose rate \"disk\" measures on the data file)\n")
+		fmt.Fprintf(w, "  CPU time of a cat, the CLI's and the daemons' together, per run: rmin=rmax=1 %s; rmin=rmax=2 %s\n",
+			fmtCPU(r.catCPU1), fmtCPU(r.catCPU2))
+		if ref := r.refCat.Rate(); ref > 0 {
+			fmt.Fprintf(w, "  (at 1.5x boxo's warm read, %.0f MB/s, a cat of this file would have %.2f s of the machine's %d cores: %.2f CPU-seconds)\n",
+				1.5*ref, float64(r.o.size)/bench.MB/(1.5*ref), runtime.NumCPU(), float64(runtime.NumCPU())*float64(r.o.size)/bench.MB/(1.5*ref))
+		}
 		fmt.Fprintf(w, "  shards per peer (the cat asks peer0, which reads the others' shards from them):\n")
 		for _, pl := range r.placements {
 			fmt.Fprintf(w, "    %s\n", pl)
@@ -171,6 +178,18 @@ func fmtList(xs []float64) string {
 	var s []string
 	for _, x := range xs {
 		s = append(s, fmt.Sprintf("%.0f", x))
+	}
+	return strings.Join(s, ", ")
+}
+
+// fmtCPU lists cats' CPU times: "5.10 s (CLI 0.49)".
+func fmtCPU(cs []catCPU) string {
+	if len(cs) == 0 {
+		return "-"
+	}
+	var s []string
+	for _, c := range cs {
+		s = append(s, fmt.Sprintf("%.2f s (CLI %.2f)", (c.cli+c.daemons).Seconds(), c.cli.Seconds()))
 	}
 	return strings.Join(s, ", ")
 }

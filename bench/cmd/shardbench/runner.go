@@ -34,6 +34,8 @@ type runner struct {
 	add2, cat2     bench.Path // rmin=rmax=2 cluster
 	peerRSS1       []float64  // largest VmHWM of a peer per rmin=rmax=1 run, MiB
 	peerRSS2       []float64
+	catCPU1        []catCPU // the CPU time of each rmin=rmax=1 cat
+	catCPU2        []catCPU
 	repairs        []repairRun
 	big            *bigRun
 	profiles       []profileSummary
@@ -278,7 +280,7 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 	if err := r.prepare(); err != nil {
 		return err
 	}
-	res, err := r.runWith(ctx, c, bench.Cmd{Path: r.shoal, Args: r.addArgs(d, repl, r.data)})
+	res, _, err := r.runWith(ctx, c, bench.Cmd{Path: r.shoal, Args: r.addArgs(d, repl, r.data)})
 	if err != nil {
 		return err
 	}
@@ -304,9 +306,14 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 		r.peerRSS2 = append(r.peerRSS2, hwm)
 	}
 	syscall.Sync()
-	res, err = r.runWith(ctx, c, bench.Cmd{Path: r.shoal, Args: []string{"--api", d.API, "cat", root}, Stdout: devnull})
+	res, daemons, err := r.runWith(ctx, c, bench.Cmd{Path: r.shoal, Args: []string{"--api", d.API, "cat", root}, Stdout: devnull})
 	if err != nil {
 		return err
+	}
+	if repl == 1 {
+		r.catCPU1 = append(r.catCPU1, catCPU{cli: res.CPU, daemons: daemons})
+	} else {
+		r.catCPU2 = append(r.catCPU2, catCPU{cli: res.CPU, daemons: daemons})
 	}
 	catP.Runs = append(catP.Runs, res)
 	r.logf("  %-34s %6.0f MB/s (others %.0f%%)", catP.Name, rate(res, r.o.size), 100*res.OthersShare())
@@ -326,7 +333,12 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 
 // runWith runs cmd against cluster c and counts the daemons' CPU as the
 // run's own, not as other processes'.
-func (r *runner) runWith(ctx context.Context, c *bench.Cluster, cmd bench.Cmd) (bench.Result, error) {
+// catCPU is the CPU time a cat took: the CLI's and the daemons'.
+type catCPU struct{ cli, daemons time.Duration }
+
+// runWith runs cmd against cluster c, counting the daemons' CPU time as
+// the run's own rather than as others': it returns that time too.
+func (r *runner) runWith(ctx context.Context, c *bench.Cluster, cmd bench.Cmd) (bench.Result, time.Duration, error) {
 	cpu := func() time.Duration {
 		var t time.Duration
 		for _, p := range c.Peers {
@@ -338,10 +350,11 @@ func (r *runner) runWith(ctx context.Context, c *bench.Cluster, cmd bench.Cmd) (
 	}
 	before := cpu()
 	res, err := bench.Run(ctx, cmd)
+	daemons := cpu() - before
 	if res.Others >= 0 {
-		res.Others = max(0, res.Others-(cpu()-before))
+		res.Others = max(0, res.Others-daemons)
 	}
-	return res, err
+	return res, daemons, err
 }
 
 // repair stops the peer holding the most shards other than the first
@@ -574,7 +587,7 @@ func (r *runner) bigRun(ctx context.Context) *bigRun {
 		return br
 	}
 	defer f.Close()
-	br.res, br.err = r.runWith(ctx, c, bench.Cmd{Path: r.shoal, Args: r.addArgs(c.Peers[0], 1, "-"),
+	br.res, _, br.err = r.runWith(ctx, c, bench.Cmd{Path: r.shoal, Args: r.addArgs(c.Peers[0], 1, "-"),
 		Stdin: bench.Stretch(f, r.o.size, r.o.bigSize)})
 	for _, p := range c.Peers {
 		u, err := p.Usage()
