@@ -13,10 +13,10 @@
 //     (Request.Recent[0]: the previous shard of a sharded add) after
 //     every other, so consecutive shards spread over the peers instead
 //     of piling onto the one with most room (metrics lag behind a fast
-//     add, and peers sharing a disk all report the same free space);
+//     add, and peers sharing a disk report nearly the same free space);
 //     b. then by most free space, counted in whole Request.Units (a
-//     sharded add's shard size): peers a fraction of a shard apart can
-//     hold as many shards and tie;
+//     sharded add's are at least a shard): peers less than a unit apart
+//     tie;
 //     c. then the least recently used in the batch (a peer in no entry of
 //     Recent first, then the one whose latest item is oldest, then the one
 //     in fewest entries), so peers that tie take turns;
@@ -78,11 +78,11 @@ type Request struct {
 	// candidate peer are enough.
 	Recent [][]string
 	// Unit is the granule in which free space is compared (0 or 1:
-	// bytes). A sharded add passes its shard size: free space figures
-	// move by what is written between two peers' reports, so peers that
-	// share a disk, or have disks of one size, report figures a few
-	// megabytes apart, and compared in bytes the one asked first would
-	// take every shard.
+	// bytes). A sharded add passes its shard size or more (a hundredth of
+	// the most free space): free space figures move by what is written
+	// between two peers' reports, so peers that share a disk, or have
+	// disks of one size, report figures a few megabytes apart, and
+	// compared in bytes the one asked first would take every shard.
 	Unit int64
 }
 

@@ -262,7 +262,6 @@ func (o *shardOpener) choose(ctx context.Context, index int) ([]peer.ID, int64, 
 	}
 	ids, err := allocate.Allocate(allocate.Request{Size: minShardRoom, RMin: o.rmin, RMax: o.rmax,
 		Strategy: o.b.p.cfg.Health.Allocator, Recent: o.recent, Unit: freeUnit(o.size, cands)}, cands)
-
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: shard %d: %v", api.ErrConflict, index, err)
 	}
