@@ -331,8 +331,6 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 	return nil
 }
 
-// runWith runs cmd against cluster c and counts the daemons' CPU as the
-// run's own, not as other processes'.
 // catCPU is the CPU time a cat took: the CLI's and the daemons'.
 type catCPU struct{ cli, daemons time.Duration }
 
