@@ -24,8 +24,9 @@ import (
 //     become its old holders minus the peer it left plus the new one
 //     (OpRealloc), so the part is never below rmin on the way; a move
 //     whose copy failed ends with the holders unchanged;
-//  2. while the free space of the emptiest live peer E exceeds the
-//     fullest F's by more than the tolerance, picks the largest part F
+//  2. while the free space of the emptiest live peer E (its capacity
+//     less reserved, less the parts the state gives it: see below)
+//     exceeds the fullest F's by more than the tolerance, picks the largest part F
 //     holds and E does not, no larger than half the difference (so each
 //     move narrows it), and starts copying it to E (OpRepair). Up to
 //     maxMovesPerStep moves start per step; later ones plan as if the
@@ -121,6 +122,7 @@ func (b backend) Rebalance(ctx context.Context, dryRun bool, tolerance int64) (a
 		}
 	}
 	answers := r.ask(ctx, ask)
+	left := map[cid.Cid]peer.ID{} // moves this step ended: the peer each part left
 	for c, mv := range rb.moving {
 		pt, ok := parts[c]
 		if !ok {
@@ -132,10 +134,13 @@ func (b backend) Rebalance(ctx context.Context, dryRun bool, tolerance int64) (a
 			// The leader's repairer ended it keeping the old holder:
 			// drop it if the others still meet rmin.
 			others := slices.DeleteFunc(slices.Clone(pt.holders), func(id peer.ID) bool { return id == mv.from })
-			if len(others) == len(pt.holders) || len(others) < max(pt.rmin, 1) ||
-				commit(c, consensus.ReallocOp(pt.root, c, pt.holders, others, now)) {
+			switch {
+			case len(others) == len(pt.holders) || len(others) < max(pt.rmin, 1):
 				delete(rb.moving, c)
-			} else {
+			case commit(c, consensus.ReallocOp(pt.root, c, pt.holders, others, now)):
+				delete(rb.moving, c)
+				left[c] = mv.from
+			default:
 				prog.Copying++ // this peer's state lags: again next step
 			}
 			continue
@@ -164,24 +169,44 @@ func (b backend) Rebalance(ctx context.Context, dryRun bool, tolerance int64) (a
 		}
 		if commit(c, consensus.ReallocOp(pt.root, c, pt.holders, to, now)) {
 			delete(rb.moving, c)
+			if len(done) > 0 {
+				left[c] = mv.from
+			}
 		} else {
 			prog.Copying++ // the holders changed under it: again next step
 		}
 	}
 
 	// 2. Plan new moves on the live peers' free space, counting the
-	// moves in flight as done.
-	free := map[peer.ID]int64{}
-	for _, m := range members {
-		if met, _, fresh := b.p.monitor.metrics(m.ID); fresh {
-			free[m.ID] = met.Free
+	// moves in flight as done. Free space is each peer's room (capacity
+	// less reserved, from its heartbeat) less the parts the state gives
+	// it and the copies it is making, not the free space its heartbeat
+	// reports: that shows a move that just ended only once the old
+	// holder has deleted its copy and both peers have reported again,
+	// and a step planning on it moved a part back to the peer it had
+	// just left.
+	allocated := map[peer.ID]int64{}
+	for id, pts := range byHolder {
+		for _, pt := range pts {
+			allocated[id] += pt.size
+		}
+	}
+	for c, rp := range repairs {
+		for _, id := range rp.Pending {
+			allocated[id] += parts[c].size
 		}
 	}
 	for c, mv := range rb.moving {
-		for _, id := range repairs[c].Pending {
-			free[id] -= parts[c].size
+		allocated[mv.from] -= parts[c].size
+	}
+	for c, from := range left { // the state above predates their reallocs
+		allocated[from] -= parts[c].size
+	}
+	free := map[peer.ID]int64{}
+	for _, m := range members {
+		if met, _, fresh := b.p.monitor.metrics(m.ID); fresh {
+			free[m.ID] = met.Capacity - met.Reserved - allocated[m.ID]
 		}
-		free[mv.from] += parts[c].size
 	}
 	if tolerance <= 0 {
 		tolerance = 2 * max(largest, 1<<20)
