@@ -139,7 +139,7 @@ func (h *hashAhead) read(ctx context.Context, src rawSource, work chan<- *hashBa
 			b.arena = arenaPool.Get().(*[]byte)
 		}
 		if grown := 2 * largest; grown <= maxArena && len(*b.arena) < grown {
-			h.putArena(b)
+			putArena(b)
 			a := make([]byte, grown)
 			b.arena = &a
 		}
@@ -242,20 +242,20 @@ func (h *hashAhead) stop() {
 				if !ok {
 					break drain
 				}
-				h.putArena(b)
+				putArena(b)
 			default:
 				break drain
 			}
 		}
 	}
 	if h.cur != nil {
-		h.putArena(h.cur)
+		putArena(h.cur)
 		h.cur = nil
 	}
 }
 
 // putArena takes b's arena back to arenaPool, unless it was grown.
-func (h *hashAhead) putArena(b *hashBatch) {
+func putArena(b *hashBatch) {
 	if b.arena != nil && len(*b.arena) == hashBatchSize {
 		arenaPool.Put(b.arena)
 	}

@@ -26,9 +26,9 @@ import (
 //     whose copy failed ends with the holders unchanged;
 //  2. while the free space of the emptiest live peer E (its capacity
 //     less reserved, less the parts the state gives it: see below)
-//     exceeds the fullest F's by more than the tolerance, picks the largest part F
-//     holds and E does not, no larger than half the difference (so each
-//     move narrows it), and starts copying it to E (OpRepair). Up to
+//     exceeds the fullest F's by more than the tolerance, picks the
+//     largest part F holds and E does not, no larger than half the
+//     difference (so each move narrows it), and starts copying it to E (OpRepair). Up to
 //     maxMovesPerStep moves start per step; later ones plan as if the
 //     earlier were done. Ties go to the lower peer ID and part CID.
 //

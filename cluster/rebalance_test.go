@@ -72,14 +72,10 @@ func TestRebalance(t *testing.T) {
 				t.Fatalf("shard %d fell to %d holders while moving", i, len(sh.Allocations))
 			}
 		}
-		// A step plans on the peers' last heartbeats, which show a
-		// finished move only once both peers have reported after it (the
-		// old holder deletes its copy when its tracker sees the change):
-		// a step in between may find nothing to move and say done with
-		// the spread still above the tolerance. The next steps see the
-		// settled figures. Done above the tolerance is right only when
-		// no part can move: the emptiest peer holds every part of the
-		// fullest that would narrow their spread.
+		// Done above the tolerance is right only when no part can
+		// move: the emptiest peer holds every part of the fullest that
+		// would narrow their spread. A step that says done otherwise
+		// (a copy ending between two steps) is asked again.
 		if pin, _ := st.Get(root); pr.Done && (pr.Spread <= pr.Tolerance || noMove(peers, pin)) {
 			break
 		}
@@ -119,14 +115,22 @@ func TestRebalance(t *testing.T) {
 }
 
 // noMove says whether no part of pin can narrow the free-space spread
-// between the fullest and the emptiest of peers, as they report it now:
-// the emptiest holds every part of the fullest no larger than half the
-// spread.
+// between the fullest and the emptiest of peers, free space counted as the
+// rebalancer counts it (capacity less reserved, less the parts the state
+// gives the peer): the emptiest holds every part of the fullest no larger
+// than half the spread.
 func noMove(peers []*Peer, pin consensus.Pin) bool {
+	allocated := map[peer.ID]int64{}
+	pin.EachPart(func(_ cid.Cid, holders []peer.ID, size int64) {
+		for _, h := range holders {
+			allocated[h] += size
+		}
+	})
 	full, empty := peers[0], peers[0]
 	free := map[peer.ID]int64{}
 	for _, p := range peers {
-		free[p.ID()] = p.localInfo().Free
+		in := p.localInfo()
+		free[p.ID()] = in.Capacity - in.Reserved - allocated[p.ID()]
 		if free[p.ID()] < free[full.ID()] {
 			full = p
 		}
