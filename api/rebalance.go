@@ -57,6 +57,9 @@ func (s *Server) postRebalance(w http.ResponseWriter, r *http.Request, q url.Val
 		}
 		dry = b
 	}
+	if !dry && q.Get("consistency") == ConsistencyStale {
+		return badRequest("a rebalance that moves parts reads the state consistently; --consistency stale goes only with --dry-run")
+	}
 	tol, err := int64Param(q, "tolerance", 0, 0)
 	if err != nil {
 		return err

@@ -301,33 +301,41 @@ func (s *Server) routes() http.Handler {
 	routes := []struct {
 		pattern string
 		query   []string
+		state   stateUse
 		h       handler
 	}{
-		{"GET /id", nil, s.getID},
-		{"GET /version", nil, s.getVersion},
-		{"GET /health", nil, s.getHealth},
-		{"GET /health/peers", nil, s.getPeerHealth},
-		{"GET /peers", nil, s.getPeers},
-		{"DELETE /peers/{id}", nil, s.deletePeer},
-		{"GET /pins", nil, s.getPins},
-		{"POST /pins", nil, s.postPin},
-		{"DELETE /pins/{cid}", nil, s.deletePin},
-		{"GET /status", []string{"local", "filter"}, s.getStatusAll},
-		{"GET /status/{cid}", []string{"local"}, s.getStatus},
-		{"POST /add", addQueryParams, s.postAdd},
-		{"GET /cat/{cid}", []string{"offset", "length"}, s.getCat},
-		{"GET /export/{cid}", nil, s.getExport},
-		{"POST /verify", []string{"cid", "local"}, s.postVerify},
-		{"POST /recover", []string{"cid", "local"}, s.postRecover},
-		{"POST /sync", []string{"local"}, s.postSync},
-		{"POST /peers/{id}/drain", nil, s.postDrain},
-		{"POST /rebalance", []string{"dry-run", "tolerance"}, s.postRebalance},
+		{"GET /id", nil, noState, s.getID},
+		{"GET /version", nil, noState, s.getVersion},
+		{"GET /health", nil, noState, s.getHealth},
+		{"GET /health/peers", nil, readsState, s.getPeerHealth},
+		{"GET /peers", nil, readsState, s.getPeers},
+		{"DELETE /peers/{id}", nil, changesState, s.deletePeer},
+		{"GET /pins", nil, readsState, s.getPins},
+		{"POST /pins", nil, changesState, s.postPin},
+		{"DELETE /pins/{cid}", nil, changesState, s.deletePin},
+		{"GET /status", []string{"local", "filter"}, readsState, s.getStatusAll},
+		{"GET /status/{cid}", []string{"local"}, readsState, s.getStatus},
+		{"POST /add", addQueryParams, changesState, s.postAdd},
+		{"GET /cat/{cid}", []string{"offset", "length"}, readsState, s.getCat},
+		{"GET /export/{cid}", nil, readsState, s.getExport},
+		{"POST /verify", []string{"cid", "local"}, changesState, s.postVerify},
+		{"POST /recover", []string{"cid", "local"}, changesState, s.postRecover},
+		{"POST /sync", []string{"local"}, changesState, s.postSync},
+		{"POST /peers/{id}/drain", nil, changesState, s.postDrain},
+		{"POST /rebalance", []string{"dry-run", "tolerance"}, readsState, s.postRebalance},
 	}
 	allowed := map[string][]string{}
 	var paths []string
 	for _, rt := range routes {
+		query := rt.query
+		if rt.state == readsState {
+			query = append(slices.Clip(query), "consistency")
+		}
 		mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
-			q, err := queryParams(r, rt.query...)
+			q, err := queryParams(r, query...)
+			if err == nil && rt.state != noState {
+				err = s.barrier(w, r, q, rt.state)
+			}
 			if err == nil {
 				err = rt.h(w, r, q)
 			}
@@ -355,6 +363,47 @@ func (s *Server) routes() http.Handler {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint at %s", r.URL.Path))
 	})
 	return mux
+}
+
+// stateUse is what a route does with the pinset, and so whether it waits
+// for a ReadBarrier first.
+type stateUse int
+
+const (
+	noState      stateUse = iota // /id, /version, /health: no barrier
+	readsState                   // a read: consistent unless ?consistency=stale
+	changesState                 // a write: always consistent, so its checks see every acknowledged write
+)
+
+// barrier makes the request's view of the pinset consistent (unless it
+// asked for a stale read) and says in headers what that view reflects.
+func (s *Server) barrier(w http.ResponseWriter, r *http.Request, q url.Values, use stateUse) error {
+	mode := q.Get("consistency")
+	switch mode {
+	case "":
+		mode = ConsistencyConsistent
+	case ConsistencyConsistent, ConsistencyStale:
+	default:
+		return badRequest("query parameter consistency must be %s or %s, not %q", ConsistencyConsistent, ConsistencyStale, mode)
+	}
+	rb, ok := s.b.(ReadBarrier)
+	if !ok {
+		return nil
+	}
+	stale := mode == ConsistencyStale && use == readsState
+	info, err := rb.ReadBarrier(r.Context(), stale)
+	if err != nil {
+		if use == readsState {
+			return fmt.Errorf("%w; retry, or read this peer's own, possibly stale, state with --consistency stale (API: ?consistency=stale)", err)
+		}
+		return err
+	}
+	info.Consistency = ConsistencyConsistent
+	if stale {
+		info.Consistency = ConsistencyStale
+	}
+	info.SetHeaders(w.Header())
+	return nil
 }
 
 func (s *Server) getID(w http.ResponseWriter, r *http.Request, _ url.Values) error {

@@ -2,7 +2,10 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -311,3 +314,94 @@ const (
 	HeaderLength = "Shoal-Length"
 	TrailerError = "Shoal-Error"
 )
+
+// Read consistency (the consistency query parameter of every read).
+const (
+	// ConsistencyConsistent, the default: the answer reflects every write
+	// acknowledged before the request arrived, by whichever peer
+	// acknowledged it (ReadBarrier). Without a leader to confirm it the
+	// request fails with 503 instead.
+	ConsistencyConsistent = "consistent"
+	// ConsistencyStale: the peer answers from its own state at once,
+	// asking nobody; the ReadInfo headers say how far behind it may be.
+	ConsistencyStale = "stale"
+)
+
+// Headers that say what state an answer reflects (ReadInfo).
+const (
+	HeaderConsistency = "Shoal-Consistency"
+	HeaderApplied     = "Shoal-Applied-Index"
+	// HeaderLastContact is how long ago the answering peer last heard
+	// from the leader ("1.2s"), "leader" on the leader, "never" when it
+	// never heard from one.
+	HeaderLastContact = "Shoal-Last-Contact"
+)
+
+// ReadInfo is what state an answer reflects.
+type ReadInfo struct {
+	Consistency string
+	// Applied is the Raft index of the last op the peer's state applied.
+	Applied uint64
+	// Leader: the answering peer is the leader.
+	Leader bool
+	// LastContact is how long before the answer the peer last heard from
+	// the leader; -1 if it never did (0 on the leader).
+	LastContact time.Duration
+}
+
+// ReadBarrier is the part of a Backend whose state can lag: the server
+// calls it before every request that reads or changes the pinset. A
+// Backend without it answers from whatever state it has.
+type ReadBarrier interface {
+	// ReadBarrier returns once the state reflects every write acknowledged
+	// before the call, or at once when stale is true, with what the state
+	// reflects. It fails with an error wrapping ErrUnavailable when no
+	// leader confirms the state in bounded time.
+	ReadBarrier(ctx context.Context, stale bool) (ReadInfo, error)
+}
+
+// SetHeaders writes ri as the HeaderConsistency, HeaderApplied and
+// HeaderLastContact headers.
+func (ri ReadInfo) SetHeaders(h http.Header) {
+	h.Set(HeaderConsistency, ri.Consistency)
+	h.Set(HeaderApplied, strconv.FormatUint(ri.Applied, 10))
+	switch {
+	case ri.Leader:
+		h.Set(HeaderLastContact, "leader")
+	case ri.LastContact < 0:
+		h.Set(HeaderLastContact, "never")
+	default:
+		h.Set(HeaderLastContact, ri.LastContact.Round(time.Millisecond).String())
+	}
+}
+
+// ParseReadInfo reads what SetHeaders wrote; ok is false when the answer
+// carries no such headers (an endpoint without state, an older peer).
+func ParseReadInfo(h http.Header) (ri ReadInfo, ok bool) {
+	ri.Consistency = h.Get(HeaderConsistency)
+	if ri.Consistency == "" {
+		return ReadInfo{}, false
+	}
+	ri.Applied, _ = strconv.ParseUint(h.Get(HeaderApplied), 10, 64)
+	switch lc := h.Get(HeaderLastContact); lc {
+	case "leader":
+		ri.Leader = true
+	case "never":
+		ri.LastContact = -1
+	default:
+		ri.LastContact, _ = time.ParseDuration(lc)
+	}
+	return ri, true
+}
+
+// String is ReadInfo as a sentence's end: "applied index 42, last contact
+// with the leader 120ms ago".
+func (ri ReadInfo) String() string {
+	switch {
+	case ri.Leader:
+		return fmt.Sprintf("applied index %d, on the leader", ri.Applied)
+	case ri.LastContact < 0:
+		return fmt.Sprintf("applied index %d, never in contact with a leader", ri.Applied)
+	}
+	return fmt.Sprintf("applied index %d, last contact with the leader %s ago", ri.Applied, ri.LastContact.Round(time.Millisecond))
+}

@@ -45,6 +45,26 @@ func mapErr(err error) error {
 	return err
 }
 
+// ReadBarrier makes the API's reads linearizable (consensus.ReadBarrier),
+// or reports how current a stale read is.
+func (b backend) ReadBarrier(ctx context.Context, stale bool) (api.ReadInfo, error) {
+	ri := b.p.cons.Info()
+	if !stale {
+		var err error
+		if ri, err = b.p.cons.ReadBarrier(ctx); err != nil {
+			return api.ReadInfo{}, mapErr(err)
+		}
+	}
+	out := api.ReadInfo{Applied: ri.Applied, Leader: ri.Leader, LastContact: -1}
+	if !ri.LastContact.IsZero() {
+		out.LastContact = max(time.Since(ri.LastContact), 0)
+	}
+	if ri.Leader {
+		out.LastContact = 0
+	}
+	return out, nil
+}
+
 // peerInfo is one member with what it answered (or why it did not).
 type peerInfo struct {
 	member consensus.Member

@@ -426,6 +426,7 @@ func consensusConfig(c config.Consensus) consensus.Config {
 	cc.CommitTimeout = time.Duration(c.CommitTimeout)
 	cc.LeaderLeaseTimeout = time.Duration(c.LeaderLeaseTimeout)
 	cc.WaitForLeaderTimeout = time.Duration(c.WaitForLeaderTimeout)
+	cc.ReadTimeout = time.Duration(c.ReadTimeout)
 	cc.SnapshotInterval = time.Duration(c.SnapshotInterval)
 	cc.SnapshotThreshold = c.SnapshotThreshold
 	cc.SnapshotsRetained = c.SnapshotsRetained

@@ -152,6 +152,10 @@ type Consensus struct {
 	CommitTimeout        Duration `json:"commit_timeout"`
 	LeaderLeaseTimeout   Duration `json:"leader_lease_timeout"`
 	WaitForLeaderTimeout Duration `json:"wait_for_leader_timeout"`
+	// ReadTimeout: a consistent read (every read but --consistency
+	// stale) that no leader confirms in this long fails instead of
+	// answering from a state that may be stale.
+	ReadTimeout Duration `json:"read_timeout"`
 	// Retention: Raft looks every one to two snapshot_intervals whether
 	// snapshot_threshold entries came since its last snapshot; if so it
 	// writes one, keeps snapshots_retained of them and drops the log
@@ -213,6 +217,9 @@ func Default() Config {
 			CommitTimeout:        Duration(50 * time.Millisecond),
 			LeaderLeaseTimeout:   Duration(500 * time.Millisecond),
 			WaitForLeaderTimeout: Duration(15 * time.Second),
+			// An election takes 1-2 s: a read during one still succeeds,
+			// and a peer cut off from its quorum says so within 5 s.
+			ReadTimeout: Duration(5 * time.Second),
 			// hashicorp/raft's: a snapshot of 10^6 pins takes seconds, so
 			// not more often than every 8192 entries, and at most every
 			// 2-4 minutes under a steady stream.

@@ -30,6 +30,10 @@ type Config struct {
 	// WaitForLeaderTimeout bounds how long Commit, AddPeer and RemovePeer
 	// wait for a reachable leader before failing with ErrNoLeader.
 	WaitForLeaderTimeout time.Duration
+	// ReadTimeout bounds ReadBarrier: a consistent read that no leader
+	// confirms in this long (no quorum, a minority partition) fails with
+	// ErrNoLeader instead of answering from a state that may be stale.
+	ReadTimeout time.Duration
 
 	// SnapshotInterval: how often Raft checks whether SnapshotThreshold
 	// entries accumulated since the last snapshot.
@@ -79,6 +83,11 @@ func DefaultConfig() Config {
 		// made during a leader change waits for the new leader instead of
 		// failing.
 		WaitForLeaderTimeout: 15 * time.Second,
+		// 5s: an election takes 1-2 s with the timeouts above, so a read
+		// made while the leader changes still succeeds, and a read on a
+		// peer cut off from its quorum fails well before a script or a
+		// load balancer would give up on it.
+		ReadTimeout: 5 * time.Second,
 		// hashicorp/raft's defaults: check every 2 minutes, snapshot after
 		// 8192 entries. A snapshot of 10^6 pins is ~150 MB and takes
 		// seconds, so snapshotting more often costs more than replaying
@@ -152,6 +161,9 @@ func (c Config) Validate() error {
 		// One election takes up to 2*ElectionTimeout; waiting less fails
 		// every commit made while the leader changes.
 		return bad("WaitForLeaderTimeout %s is under twice ElectionTimeout %s", c.WaitForLeaderTimeout, c.ElectionTimeout)
+	case c.ReadTimeout < 2*c.ElectionTimeout:
+		// As for WaitForLeaderTimeout: a read during an election would fail.
+		return bad("ReadTimeout %s is under twice ElectionTimeout %s", c.ReadTimeout, c.ElectionTimeout)
 	case c.SnapshotInterval < 5*time.Millisecond:
 		return bad("SnapshotInterval %s is below raft's minimum of 5ms", c.SnapshotInterval)
 	case c.SnapshotInterval > maxSnapshotInterval:

@@ -112,7 +112,7 @@ func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 		Logger:  logger.Named("net"),
 	})
 	state := newState()
-	r, err := raft.NewRaft(rc, fsm{s: state}, wal, wal, snaps, trans)
+	r, err := raft.NewRaft(rc, fsm{s: state}, wal, wal, indexedSnapshots{snaps}, trans)
 	if err != nil {
 		_ = trans.Close()
 		_ = layer.Close()
@@ -182,7 +182,9 @@ func (c *Consensus) Bootstrap() error {
 }
 
 // State gives read access to the pinset as this peer has applied it. A
-// follower may lag the leader by a heartbeat.
+// follower may lag the leader by a heartbeat, and a leader that was cut
+// off may no longer lead: a read that must see every acknowledged write
+// calls ReadBarrier first.
 func (c *Consensus) State() *State { return c.state }
 
 // Leader returns the current leader as this peer knows it, or "" if none.

@@ -21,7 +21,7 @@ func exportGoldenState(t testing.TB) *State {
 	for i, name := range []string{`say "<&>" \ tab	end`, "latin-1 caf\xe9"} {
 		p := Pin{CID: fixedCID(t, true, "name"+name), Name: name, RMin: 1, RMax: 1, Kind: KindPlain,
 			Allocations: []peer.ID{fixedPeer(t, 3)}}
-		if err := s.apply(PinOp(p, t0.Add(time.Duration(10+i)*time.Second))); err != nil {
+		if err := s.apply(0, PinOp(p, t0.Add(time.Duration(10+i)*time.Second))); err != nil {
 			t.Fatal(err)
 		}
 	}

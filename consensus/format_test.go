@@ -222,7 +222,7 @@ func FuzzDecodeOp(f *testing.F) {
 			t.Fatalf("re-encoded op decodes to %+v, %v; want %+v", op2, err, op)
 		}
 		// Applying it to a state must not panic either.
-		_ = newState().apply(op)
+		_ = newState().apply(0, op)
 	})
 }
 
@@ -254,7 +254,7 @@ func goldenState(t testing.TB) *State {
 	s := newState()
 	ops := goldenOps(t)
 	for _, name := range []string{"op-pin-allocated", "op-pin-plain-everywhere"} {
-		if err := s.apply(ops[name]); err != nil {
+		if err := s.apply(0, ops[name]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -262,7 +262,7 @@ func goldenState(t testing.TB) *State {
 	up := ops["op-pin-allocated"]
 	up.Time = t0.Add(time.Hour)
 	up.Pin.Name = "photos/2026-renamed.tar"
-	if err := s.apply(up); err != nil {
+	if err := s.apply(0, up); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -274,7 +274,7 @@ func shardedGoldenState(t testing.TB) *State {
 	s := goldenState(t)
 	ops := goldenOps(t)
 	for _, name := range []string{"op-add-begin", "op-add-shard"} {
-		if err := s.apply(ops[name]); err != nil {
+		if err := s.apply(0, ops[name]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -282,7 +282,7 @@ func shardedGoldenState(t testing.TB) *State {
 	second.Index, second.Shard.CID, second.Shard.Offset = 1, fixedCID(t, true, "s1"), 104726528
 	second.Shard.Length, second.Shard.Allocations = 123, []peer.ID{fixedPeer(t, 3)}
 	for _, op := range []Op{second, ops["op-add-commit"]} {
-		if err := s.apply(op); err != nil {
+		if err := s.apply(0, op); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -290,7 +290,7 @@ func shardedGoldenState(t testing.TB) *State {
 	pending.Add.ID = "add-0002"
 	for _, op := range []Op{pending, AddShardOp("add-0002", 0, Shard{CID: fixedCID(t, true, "p0"), Size: 9, Blocks: 1,
 		Length: 5, Allocations: []peer.ID{fixedPeer(t, 1)}}, t0.Add(7*time.Second))} {
-		if err := s.apply(op); err != nil {
+		if err := s.apply(0, op); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -300,7 +300,7 @@ func shardedGoldenState(t testing.TB) *State {
 // repairedGoldenState is shardedGoldenState with a repair in progress.
 func repairedGoldenState(t testing.TB) *State {
 	s := shardedGoldenState(t)
-	if err := s.apply(goldenOps(t)["op-repair"]); err != nil {
+	if err := s.apply(0, goldenOps(t)["op-repair"]); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -35,7 +35,7 @@ func TestIndexAndJournal(t *testing.T) {
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
 	must := func(op Op) {
 		t.Helper()
-		if err := s.apply(op); err != nil {
+		if err := s.apply(0, op); err != nil {
 			t.Fatalf("%s: %v", op, err)
 		}
 	}

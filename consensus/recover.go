@@ -107,7 +107,7 @@ func ReadState(dataDir string) (*State, Replay, error) {
 		if last > m.Index && first > m.Index+1 {
 			break
 		}
-		_, rc, err := snaps.Open(m.ID)
+		_, rc, err := indexedSnapshots{snaps}.Open(m.ID)
 		if err == nil {
 			err = fsm{s: s}.Restore(rc)
 		}

@@ -34,7 +34,7 @@ func TestApplyRepairs(t *testing.T) {
 		{"end the shard's repair", ReallocOp(root, s0, []peer.ID{p2, p1}, []peer.ID{p1, p3}, at(6)), nil},
 	}
 	for _, st := range steps {
-		err := s.apply(st.op)
+		err := s.apply(0, st.op)
 		if !errors.Is(err, st.want) || (st.want == nil && err != nil) {
 			t.Fatalf("%s: %v, want %v", st.name, err, st.want)
 		}
@@ -57,10 +57,10 @@ func TestApplyRepairs(t *testing.T) {
 	// Renaming the pin keeps its repairs; unpinning drops them.
 	re := NewPin(plain)
 	re.Name, re.RMin, re.RMax, re.Allocations = "renamed", 2, 3, []peer.ID{p1, p2}
-	if err := s.apply(PinOp(re, at(7))); err != nil || len(s.Repairs()) != 1 {
+	if err := s.apply(0, PinOp(re, at(7))); err != nil || len(s.Repairs()) != 1 {
 		t.Fatalf("re-pin: %v, %d repairs", err, len(s.Repairs()))
 	}
-	if err := s.apply(UnpinOp(plain, at(8))); err != nil || len(s.Repairs()) != 0 || s.Wants(plain, p3) {
+	if err := s.apply(0, UnpinOp(plain, at(8))); err != nil || len(s.Repairs()) != 0 || s.Wants(plain, p3) {
 		t.Fatalf("unpin: %v, %d repairs", err, len(s.Repairs()))
 	}
 	// Ops a decoder must refuse.

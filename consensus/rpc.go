@@ -27,8 +27,10 @@ import (
 //	  add peer    body = id(bytes) count(uvarint) addr(bytes)*   addrs the forwarder knows
 //	  remove peer body = id(bytes)
 //	  addrs       body = count(uvarint) id(bytes)*
+//	  read index  body = empty                                   leader only (read.go)
 //	response = code(1 byte) message(bytes) body                  body only for addrs:
 //	                                                             count(uvarint) (id(bytes) count addr(bytes)*)*
+//	                                                             read index: index(uvarint)
 const CommitProtocol protocol.ID = "/shoal/commit/1"
 
 const rpcVersion = 1
@@ -40,6 +42,7 @@ const (
 	reqAddPeer    reqKind = 2
 	reqRemovePeer reqKind = 3
 	reqAddrs      reqKind = 4
+	reqReadIndex  reqKind = 5
 )
 
 // Response codes: each carries one sentinel error across the wire.
@@ -239,6 +242,11 @@ func (c *Consensus) dispatch(ctx context.Context, from peer.ID, kind reqKind, bo
 			out = appendAddrs(out, c.host.PeerAddrs(id))
 		}
 		return out, nil
+	case reqReadIndex:
+		if len(body) != 0 {
+			return nil, fmt.Errorf("read index request from %s: malformed: %w", from, ErrInvalidOp)
+		}
+		return c.serveReadIndex(ctx, from)
 	default:
 		return nil, fmt.Errorf("request kind %d from %s: %w", kind, from, ErrInvalidOp)
 	}

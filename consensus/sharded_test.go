@@ -35,7 +35,7 @@ func TestApplyAdds(t *testing.T) {
 		{AddAbortOp("x", at(10)), nil}, // gone already: no-op
 	}
 	for i, st := range steps {
-		err := s.apply(st.op)
+		err := s.apply(0, st.op)
 		if !errors.Is(err, st.want) || (st.want == nil && err != nil) {
 			t.Fatalf("step %d (%s): %v, want %v", i, st.op, err, st.want)
 		}
@@ -57,7 +57,7 @@ func TestApplyAdds(t *testing.T) {
 	// Pinning the root again renames it and keeps its shards.
 	re := NewPin(root)
 	re.Name, re.RMin, re.RMax = "renamed", 2, 3
-	if err := s.apply(PinOp(re, at(11))); err != nil {
+	if err := s.apply(0, PinOp(re, at(11))); err != nil {
 		t.Fatal(err)
 	}
 	p, _ = s.Get(root)

@@ -32,6 +32,17 @@ type State struct {
 	// changed is closed, and replaced, whenever an op is applied or a
 	// snapshot restored (Changed).
 	changed chan struct{}
+	// applied is the Raft index of the last op applied, or of the
+	// snapshot restored: what a consistent read waits for (read.go).
+	applied uint64
+}
+
+// Applied is the Raft log index of the last op this state applied (or of
+// the snapshot it was restored from); 0 before either.
+func (s *State) Applied() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.applied
 }
 
 // Changed returns a channel that is closed at the next change of the
@@ -103,10 +114,11 @@ func (s *State) sortedPins() []*Pin {
 
 // apply changes the state by op. It is deterministic: its outcome depends
 // on the state and the op only.
-func (s *State) apply(op Op) error {
+func (s *State) apply(index uint64, op Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.signal()
+	s.applied = max(s.applied, index)
 	switch op.Type {
 	case OpPin:
 		p := op.Pin // op is ours: DecodeOp shares no memory with the log
@@ -157,9 +169,18 @@ var (
 func (f fsm) Apply(l *raft.Log) any {
 	op, err := DecodeOp(l.Data)
 	if err != nil {
+		f.s.setApplied(l.Index)
 		return fmt.Errorf("log entry %d: %w", l.Index, err)
 	}
-	return f.s.apply(op)
+	return f.s.apply(l.Index, op)
+}
+
+// setApplied records index as applied without a change to the pins.
+func (s *State) setApplied(index uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.applied = max(s.applied, index)
+	s.signal()
 }
 
 // Snapshot captures the current pins: a slice of pointers to immutable
@@ -183,14 +204,18 @@ func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 // Restore replaces the state with the snapshot in rc. On error the state
-// is unchanged.
+// is unchanged. rc opened by indexedSnapshots carries the snapshot's
+// index, which becomes the state's Applied (Raft wraps it, in
+// raft.ReadCloserWrapper).
 func (f fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	sd, err := readSnapshot(rc)
 	if err != nil {
 		return err
 	}
+	index := snapshotIndex(rc)
 	f.s.mu.Lock()
+	f.s.applied = index
 	f.s.pins = sd.pins
 	f.s.adds = sd.adds
 	f.s.repairs = sd.repairs

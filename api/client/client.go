@@ -32,6 +32,11 @@ type Client struct {
 	base *url.URL // scheme, host and any path prefix
 	hc   *http.Client
 	auth func(*http.Request)
+	// stale asks reads for the peer's own state (api.ConsistencyStale);
+	// onRead sees what each answer's state reflects.
+	stale  bool
+	onRead func(api.ReadInfo)
+	bad    error // an option's error, for New
 }
 
 // Option configures a Client.
@@ -54,6 +59,26 @@ func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) { c.hc = hc }
 }
 
+// WithConsistency sets the consistency of every read: api.ConsistencyConsistent
+// (the server's default) or api.ConsistencyStale. New refuses anything else.
+func WithConsistency(mode string) Option {
+	return func(c *Client) {
+		switch mode {
+		case "", api.ConsistencyConsistent:
+		case api.ConsistencyStale:
+			c.stale = true
+		default:
+			c.bad = fmt.Errorf("consistency %q: use %s or %s", mode, api.ConsistencyConsistent, api.ConsistencyStale)
+		}
+	}
+}
+
+// WithReadInfo calls fn with what state each answer reflects (the
+// api.ReadInfo headers), for the answers that carry them.
+func WithReadInfo(fn func(api.ReadInfo)) Option {
+	return func(c *Client) { c.onRead = fn }
+}
+
 // New returns a client of the API at addr: HOST:PORT (plain HTTP), or a
 // URL such as https://host:port/prefix.
 func New(addr string, opts ...Option) (*Client, error) {
@@ -64,6 +89,9 @@ func New(addr string, opts ...Option) (*Client, error) {
 	c := &Client{addr: addr, base: base, hc: http.DefaultClient}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.bad != nil {
+		return nil, c.bad
 	}
 	return c, nil
 }
@@ -511,6 +539,9 @@ func (c *Client) do(ctx context.Context, method, u string, body io.Reader, conte
 
 // send makes the request and returns a 2xx response, or the error.
 func (c *Client) send(ctx context.Context, method, u string, body io.Reader, contentType string) (*http.Response, error) {
+	if c.stale && method == http.MethodGet {
+		u = withConsistency(u)
+	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, fmt.Errorf("build request to the shoal API at %s: %w", c.addr, err)
@@ -534,6 +565,9 @@ func (c *Client) send(ctx context.Context, method, u string, body io.Reader, con
 		return nil, c.transportError(ctx, err)
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if ri, ok := api.ParseReadInfo(resp.Header); ok && c.onRead != nil {
+			c.onRead(ri)
+		}
 		return resp, nil
 	}
 	defer resp.Body.Close()
@@ -544,6 +578,15 @@ func (c *Client) send(ctx context.Context, method, u string, body io.Reader, con
 		e.Message = fmt.Sprintf("the shoal API at %s answered %s", c.addr, resp.Status)
 	}
 	return nil, &Error{Code: resp.StatusCode, Message: e.Message}
+}
+
+// withConsistency adds consistency=stale to the URL u.
+func withConsistency(u string) string {
+	sep := "?"
+	if strings.Contains(u, "?") {
+		sep = "&"
+	}
+	return u + sep + "consistency=" + api.ConsistencyStale
 }
 
 // transportError turns a failed round trip into one sentence, keeping the

@@ -61,6 +61,9 @@ func (c *Client) Rebalance(ctx context.Context, dryRun bool, tolerance int64) (a
 	if tolerance > 0 {
 		q.Set("tolerance", strconv.FormatInt(tolerance, 10))
 	}
+	if dryRun && c.stale {
+		q.Set("consistency", api.ConsistencyStale)
+	}
 	var out api.RebalanceProgress
 	err := c.do(ctx, http.MethodPost, c.url(q, "rebalance"), nil, "", &out)
 	return out, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/api/client"
 )
 
@@ -21,9 +22,10 @@ const defaultAPI = "127.0.0.1:9094"
 // apiFlags are the root's persistent flags naming the API that id, peers,
 // pin and status talk to.
 type apiFlags struct {
-	addr  string
-	user  string // USER:PASS
-	token string
+	addr        string
+	user        string // USER:PASS
+	token       string
+	consistency string
 }
 
 func (f *apiFlags) register(root *cobra.Command) {
@@ -37,6 +39,10 @@ func (f *apiFlags) register(root *cobra.Command) {
 	// used as flag defaults, so that --help never prints them.
 	fl.StringVar(&f.user, "api-user", "", "basic auth credentials for the API, USER:PASSWORD (env SHOAL_API_USER)")
 	fl.StringVar(&f.token, "api-token", "", "bearer token for the API (env SHOAL_API_TOKEN)")
+	fl.StringVar(&f.consistency, "consistency", api.ConsistencyConsistent,
+		"consistent: every read reflects every write the cluster acknowledged before it (asks the leader; fails without one); "+
+			"stale: this peer's own cluster state at once, asking nobody, with how far behind it may be on stderr. "+
+			"Not --local, which restricts status, verify, recover and sync to this peer's own store")
 }
 
 // client is a client of the API the flags name.
@@ -57,6 +63,17 @@ func (f *apiFlags) client() (*client.Client, error) {
 		opts = append(opts, client.WithBasicAuth(name, pass))
 	case token != "":
 		opts = append(opts, client.WithBearerToken(token))
+	}
+	switch f.consistency {
+	case api.ConsistencyConsistent:
+	case api.ConsistencyStale:
+		opts = append(opts, client.WithConsistency(api.ConsistencyStale), client.WithReadInfo(func(ri api.ReadInfo) {
+			if ri.Consistency == api.ConsistencyStale {
+				fmt.Fprintf(os.Stderr, "shoal: stale read from %s: %s\n", f.addr, ri)
+			}
+		}))
+	default:
+		return nil, fmt.Errorf("--consistency %q: use %s or %s", f.consistency, api.ConsistencyConsistent, api.ConsistencyStale)
 	}
 	return client.New(f.addr, opts...)
 }

@@ -111,8 +111,25 @@ func (c *testCluster) addPeer(secret string) *testPeer {
 	if r.code != 0 {
 		t.Fatalf("init %s: %s", p.name, r.stderr)
 	}
+	c.peers = append(c.peers, p)
 	// Short Raft timeouts: elections in well under a second.
-	path := filepath.Join(p.repo, "config.json")
+	c.config(len(c.peers)-1, func(cfg map[string]any) {
+		cons := cfg["consensus"].(map[string]any)
+		cons["heartbeat_timeout"] = "300ms"
+		cons["election_timeout"] = "300ms"
+		cons["leader_lease_timeout"] = "150ms"
+		cons["commit_timeout"] = "20ms"
+		cons["wait_for_leader_timeout"] = "5s"
+		cfg["pinning"] = map[string]any{"replication_min": 1, "replication_max": 2, "abandoned_add_grace": "2s", "resume_grace": "2s"}
+	})
+	return p
+}
+
+// config edits peer i's config.json, before the daemon starts.
+func (c *testCluster) config(i int, edit func(cfg map[string]any)) {
+	t := c.t
+	t.Helper()
+	path := filepath.Join(c.peers[i].repo, "config.json")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -121,21 +138,13 @@ func (c *testCluster) addPeer(secret string) *testPeer {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	cons := cfg["consensus"].(map[string]any)
-	cons["heartbeat_timeout"] = "300ms"
-	cons["election_timeout"] = "300ms"
-	cons["leader_lease_timeout"] = "150ms"
-	cons["commit_timeout"] = "20ms"
-	cons["wait_for_leader_timeout"] = "5s"
-	cfg["pinning"] = map[string]any{"replication_min": 1, "replication_max": 2, "abandoned_add_grace": "2s", "resume_grace": "2s"}
+	edit(cfg)
 	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.peers = append(c.peers, p)
-	return p
 }
 
 func (p *testPeer) running() bool {
