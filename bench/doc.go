@@ -2,8 +2,9 @@
 // of the machine and against the code Kubo's `ipfs add` runs, in one
 // invocation, so that every figure comes with its reference; and how a
 // three-peer cluster of `shoal daemon` processes handles pins (see
-// "Cluster benchmark" below) and sharded adds, reads and repairs of a large
-// file (see "Shard benchmark"). Run from the module root:
+// "Cluster benchmark" below), sharded adds, reads and repairs of a large
+// file (see "Shard benchmark") and what a consistent API read costs over
+// a stale one (see "Read benchmark"). Run from the module root:
 //
 //	go run ./bench/cmd/ingestbench -size 2GiB -runs 3
 //
@@ -238,4 +239,24 @@
 // It takes 5-10 minutes at the defaults on the 2-core VM (plus ~2 with
 // -big), longer under load. -keep keeps the clusters' repositories, logs
 // and profiles.
+//
+// # Read benchmark
+//
+//	go run ./bench/cmd/readbench [-clients 1,16] [-duration 5s] [-runs 3]
+//
+// builds ./cmd/shoal, starts three daemons with default settings
+// (-consensus as in clusterbench), adds -pins (300) small files, and
+// then, per row (the leader or a follower, with no writes or while one
+// goroutine adds files through the leader, -clients readers), runs
+// GET /status/CID of random pins against that peer for -duration, once
+// consistent (the default: consensus.ReadBarrier first) and once with
+// ?consistency=stale, the two modes alternating, run for run. It reports
+// the medians over -runs of each run's p50, p99, reads/s and the three
+// daemons' CPU per read, every failed read, and what a consistent run
+// costs over the stale run right before or after it: extra p50 and p99,
+// reads/s and CPU per read as ratios (the median pair, and the range of
+// the pairs' p50 and reads/s, which shows how much the machine's load
+// moved them). There are no targets: the figures are the price of
+// linearizable reads. About five minutes at the defaults; -writes=false
+// skips the rows under write load.
 package bench

@@ -66,22 +66,41 @@ func partKind(k consensus.PartKind) string {
 }
 
 // verifyItems lists what to verify here: the parts of root stored or
-// allocated here, or with root undefined every stored shard.
+// allocated here, or with root undefined every stored shard and every
+// part the state allocates here (those not stored are reported missing).
 func (p *Peer) verifyItems(root cid.Cid) ([]verifyItem, error) {
 	st, self := p.cons.State(), p.host.ID()
 	if !root.Defined() {
 		var out []verifyItem
+		stored := map[cid.Cid]bool{}
 		for _, sh := range p.store.Shards() {
 			c, err := cid.Decode(sh.Key)
 			if err != nil {
 				continue // not a key this daemon writes
 			}
+			stored[c] = true
 			it := verifyItem{key: c, kind: api.PartUnknown}
 			if part, ok := st.Part(c); ok {
 				it.root, it.kind = part.Root.String(), partKind(part.Kind)
+				it.wanted = slices.Contains(part.Holders, self)
 			}
 			out = append(out, it)
 		}
+		st.Each(func(pin consensus.Pin) bool {
+			pin.EachPart(func(c cid.Cid, holders []peer.ID, _ int64) {
+				here := slices.Contains(holders, self) || (pin.Kind == consensus.KindPlain && allocatedHere(pin, self))
+				if stored[c] || !here {
+					return
+				}
+				stored[c] = true // a shard two files share is listed once
+				it := verifyItem{key: c, root: pin.CID.String(), kind: api.PartUnknown, wanted: true}
+				if part, ok := st.Part(c); ok {
+					it.kind = partKind(part.Kind)
+				}
+				out = append(out, it)
+			})
+			return true
+		})
 		return out, nil
 	}
 	pin, ok := st.Get(root)

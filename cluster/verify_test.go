@@ -128,6 +128,36 @@ func TestVerifyRepairs(t *testing.T) {
 		t.Fatalf("read back: %v (%d of %d bytes)", err, out.Len(), len(data))
 	}
 
+	// A part the state gives the victim that its store lost behind the
+	// tracker's back: verify of everything lists it as missing.
+	lost := pin.Shards[0]
+	if !slices.Contains(lost.Allocations, victim.ID()) {
+		lost = pin.Shards[1]
+	}
+	if err := victim.store.Delete(lost.CID.String()); err != nil {
+		t.Fatal(err)
+	}
+	all, err := backend{victim}.Verify(ctx, "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for _, r := range all {
+		switch {
+		case r.Part == lost.CID.String():
+			missing++
+			if r.Status != api.VerifyMissing || r.Kind != api.PartShard || r.Root != res.CID ||
+				!strings.HasPrefix(r.Error, "not stored here; the tracker says ") {
+				t.Errorf("lost part: %+v", r)
+			}
+		case r.Status != api.VerifyOK:
+			t.Errorf("stored part: %+v", r)
+		}
+	}
+	if missing != 1 {
+		t.Fatalf("verify of everything on %s lists the lost part %d times: %+v", victim.cfg.PeerName, missing, all)
+	}
+
 	// Input errors.
 	if _, err := (backend{asker}).Verify(ctx, sh.CID.String(), false); err == nil ||
 		err.Error() != fmt.Sprintf("bad request: %s is part of the sharded pin %s; verify %s instead", sh.CID, res.CID, res.CID) {

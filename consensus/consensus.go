@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -31,6 +32,9 @@ type Consensus struct {
 	// startIndex is the last index of the log when this peer started
 	// (CaughtUp).
 	startIndex uint64
+	// readTerm is the term in which this peer, as leader, committed a
+	// barrier, after which its commit index can serve reads (read.go).
+	readTerm atomic.Uint64
 
 	// memberMu serialises the configuration changes this peer makes as
 	// leader, so that two concurrent AddPeers cannot both see room for a

@@ -16,23 +16,26 @@ import (
 // Raft thesis). A read that must reflect every write acknowledged before
 // it began calls ReadBarrier first:
 //
-//  1. the leader notes its last log index L, then confirms with a quorum
+//  1. the leader notes its commit index C, then confirms with a quorum
 //     that it still leads (raft.VerifyLeader: one heartbeat round). Every
-//     acknowledged write is committed, so it is in the log of any leader a
-//     quorum still follows, at an index <= L; L also covers the no-op a
-//     new leader appends, so nothing a former leader committed is missed;
-//  2. the reading peer waits until Raft there has applied L (its entries
-//     up to L are then committed, the same as on every peer) and its
-//     State has applied the last op (command entry) at or below L. Raft's
-//     own entries (no-ops, configuration changes) never reach the FSM, so
-//     the State's own index alone cannot show that they are past.
+//     acknowledged write is committed, at an index <= C. A new leader's
+//     commit index can lag what its predecessor committed until an entry
+//     of its own term commits, so once per term, before its first read,
+//     it commits a barrier entry (raft.Barrier);
+//  2. the reading peer waits until Raft there has applied C (its entries
+//     up to C are then committed, the same as on every peer) and its
+//     State has applied the last op (command entry) at or below C.
+//     Raft's own entries (no-ops, barriers, configuration changes) never
+//     reach the FSM, so the State's own index alone cannot show that they
+//     are past.
 //
 // A follower asks the leader over CommitProtocol (reqReadIndex); a leader
 // does step 1 itself. A leader that was paused or cut off and still
 // believes it leads fails step 1 (a quorum answers with a newer term) and
-// so never answers from its stale state. Nothing is written to the log:
-// the cost of a read is one round trip to the leader plus one heartbeat
-// round, measured in ARCHITECTURE.md.
+// so never answers from its stale state. Nothing is written to the log
+// but the one barrier a term: the cost of a read is one round trip to the
+// leader plus one heartbeat round, and on a follower the wait until it
+// learns that C is committed, measured in ARCHITECTURE.md.
 
 // ReadInfo says how current this peer's state is, for a read that asked
 // for none of that (a stale read) or to report what a consistent read saw.
@@ -133,11 +136,17 @@ func (c *Consensus) readIndexLocal(ctx context.Context) (uint64, error) {
 	if c.raft.State() != raft.Leader {
 		return 0, fmt.Errorf("%s: %w", c.id, ErrNotLeader)
 	}
-	last := c.raft.LastIndex()
+	if term := c.raft.CurrentTerm(); c.readTerm.Load() != term {
+		if err := c.wait(ctx, c.raft.Barrier(c.cfg.ReadTimeout)); err != nil {
+			return 0, err
+		}
+		c.readTerm.Store(term)
+	}
+	idx := c.raft.CommitIndex()
 	if err := c.wait(ctx, c.raft.VerifyLeader()); err != nil {
 		return 0, err
 	}
-	return last, nil
+	return idx, nil
 }
 
 // caughtUp reports whether this peer's State reflects every committed

@@ -20,7 +20,13 @@ func TestReadAfterWrite(t *testing.T) {
 	for i := range rounds {
 		w, r := peers[i%3], peers[(i+1+i/3%2)%3]
 		p := NewPin(testCID(1000 + i))
-		if err := w.c.Commit(ctxT(t, 5*time.Second), PinOp(p, time.Now())); err != nil {
+		// A loaded machine may trigger an election mid-commit: pinning
+		// is idempotent, so commit again.
+		err := w.c.Commit(ctxT(t, 5*time.Second), PinOp(p, time.Now()))
+		for try := 0; err != nil && try < 3 && (errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrNoLeader)); try++ {
+			err = w.c.Commit(ctxT(t, 5*time.Second), PinOp(p, time.Now()))
+		}
+		if err != nil {
 			t.Fatalf("round %d: commit via %s: %v", i, w.name, err)
 		}
 		if _, ok := r.c.State().Get(p.CID); !ok {
@@ -102,8 +108,9 @@ func TestReadBarrierAfterSnapshotRestart(t *testing.T) {
 			}
 		}
 	}
-	if got := f.c.State().Applied(); got != want {
-		t.Fatalf("after a restart from the snapshot, applied %d, want the snapshot's %d", got, want)
+	// The snapshot's index may be past the last op: the leader's barrier.
+	if got := f.c.State().Applied(); got < want {
+		t.Fatalf("after a restart from the snapshot, applied %d, want the snapshot's, at least %d", got, want)
 	}
 	waitFor(t, 5*time.Second, "the restarted peer knows a leader", func() bool { return f.c.Leader() != "" })
 	if _, err := f.c.ReadBarrier(ctxT(t, 5*time.Second)); err != nil {
