@@ -31,9 +31,68 @@
 //	POST   /peers/{id}/drain    DrainProgress: one step of moving a peer's parts
 //
 // Errors are {"code": N, "message": "one sentence"} with the HTTP status N:
-// 400 for malformed input, 401 without valid credentials, 404 for an
-// unknown pin or peer, 409 for a conflict (e.g. rmin above the peers that
-// can hold the pin), 413 for an oversized body, 503 without a leader.
+// 400 for malformed input, 401 without valid credentials, 403 for a request
+// refused as below, 404 for an unknown pin or peer, 409 for a conflict
+// (e.g. rmin above the peers that can hold the pin), 413 for an oversized
+// body, 415 for a body of the wrong type, 503 without a leader.
+//
+// # Consistency
+//
+// Every endpoint that reads the pinset (GET /pins, /status, /status/{cid},
+// /cat, /export, /peers, /health/peers, POST /rebalance?dry-run=true) is
+// linearizable by default: before it reads, the peer confirms with the
+// leader that its state reflects every write acknowledged before the
+// request arrived, by any peer (ReadBarrier; ARCHITECTURE.md says how and
+// what it costs). Writes wait the same way before their checks. When no
+// leader confirms within consensus.read_timeout (5 s), the request fails
+// with 503 and a sentence that suggests the stale mode. With
+// ?consistency=stale (consistency=consistent is the default) a read
+// answers from the peer's own state at once, asking nobody; POST
+// /rebalance takes it only with dry-run. The answer of every such
+// request says what state it reflects:
+//
+//	Shoal-Consistency    consistent | stale
+//	Shoal-Applied-Index  the Raft index of the last op the peer's state applied
+//	Shoal-Last-Contact   how long ago the peer last heard from the leader
+//	                     ("120ms"), "leader" on the leader, "never"
+//
+// The local parameter is unrelated: it narrows status, verify, recover and
+// sync to the answering peer's own store.
+//
+// # Browsers
+//
+// The default API listens on loopback without auth, so any web page open
+// in a browser on the same machine could send it requests (CSRF), or read
+// it under a DNS name of its own that it points at 127.0.0.1 (DNS
+// rebinding). Every request passes three checks first, before auth; the
+// CLI, the Go client and curl pass them unchanged.
+//
+//   - Host (403). A name the page's owner controls can be rebound, an IP
+//     address or localhost cannot. So the Host header must be a name in
+//     ServerConfig.AllowedHosts (api.allowed_hosts: "NAME" for any port,
+//     "NAME:PORT"), or, with the port the request arrived on: the listen
+//     host itself; any loopback IP and localhost when listening on
+//     loopback; any IP address and localhost when listening on 0.0.0.0 or
+//     ::; the listen IP when listening on one; the IP the connection
+//     arrived at. A request without a Host (HTTP/1.0) passes: browsers
+//     always send one. Behind a proxy that passes its own name on, or
+//     under a DNS name, add the name to the list.
+//   - Origin (403). A request with an Origin header is served only if
+//     the origin is in ServerConfig.AllowedOrigins (api.allowed_origins:
+//     SCHEME://HOST[:PORT], compared exactly; "*" for any), empty by
+//     default, as Kubo's RPC API does. A POST or DELETE that the browser
+//     marks Sec-Fetch-Site: cross-site or same-site without an Origin is
+//     refused too. This is what protects POST /add: a multipart form is a
+//     type any page may send. For an allowed origin the answer carries
+//     Access-Control-Allow-Origin (the origin itself) and exposes the
+//     Shoal-* headers, and a preflight (OPTIONS with
+//     Access-Control-Request-Method) is answered 204, allowing GET, HEAD,
+//     POST, DELETE and the Authorization and Content-Type headers.
+//   - Content-Type (415). A JSON body (POST /pins) must be
+//     application/json (parameters allowed), so that a form or text/plain
+//     post, which a page sends without a preflight, is refused even
+//     without an Origin; an add's body is application/octet-stream or
+//     multipart/form-data. A request without a body needs no type.
 package api
 
 import "errors"

@@ -37,7 +37,7 @@ func FuzzPinRequest(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	b := newFake()
-	s, err := api.NewServer(api.ServerConfig{Listen: "127.0.0.1:0", MaxBodyBytes: 4096}, b, "v")
+	s, err := api.NewServer(api.ServerConfig{Listen: "127.0.0.1:9094", MaxBodyBytes: 4096}, b, "v")
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -46,7 +46,8 @@ func FuzzPinRequest(f *testing.F) {
 		b.mu.Lock()
 		before := len(b.pinReqs)
 		b.mu.Unlock()
-		req := httptest.NewRequest(http.MethodPost, "/pins", strings.NewReader(string(body)))
+		req := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:9094/pins", strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", "application/json")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		switch code := rec.Code; code {

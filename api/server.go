@@ -51,6 +51,13 @@ type ServerConfig struct {
 	// AllowUnauthenticatedRemote permits a non-loopback Listen without
 	// auth.
 	AllowUnauthenticatedRemote bool
+	// AllowedOrigins are the browser origins, SCHEME://HOST[:PORT] ("*":
+	// any), whose requests are served; a request with another Origin is
+	// refused. Empty: no web page may call the API.
+	AllowedOrigins []string
+	// AllowedHosts are names, "NAME" (any port) or "NAME:PORT", that the
+	// Host header may give besides the API's own address (doc.go).
+	AllowedHosts []string
 }
 
 // Validate checks the fields against each other.
@@ -73,6 +80,16 @@ func (c ServerConfig) Validate() error {
 	for _, t := range c.BearerTokens {
 		if t == "" {
 			return errors.New("API bearer tokens must not be empty")
+		}
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := config.ParseOrigin(o); err != nil {
+			return fmt.Errorf("API allowed origins: %w", err)
+		}
+	}
+	for _, h := range c.AllowedHosts {
+		if _, _, err := config.ParseAllowedHost(h); err != nil {
+			return fmt.Errorf("API allowed hosts: %w", err)
 		}
 	}
 	return nil
@@ -123,7 +140,8 @@ func NewServer(cfg ServerConfig, b Backend, version string) (*Server, error) {
 		s.maxBody = DefaultMaxBodyBytes
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
-	s.handler = s.track(s.authenticate(s.routes()))
+	g := newGuard(cfg, s.Addr)
+	s.handler = s.track(g.wrap(s.authenticate(s.routes())))
 	s.srv = &http.Server{
 		Handler: s.handler,
 		// Bounds a client that opens a connection and sends nothing (or
@@ -136,7 +154,7 @@ func NewServer(cfg ServerConfig, b Backend, version string) (*Server, error) {
 	return s, nil
 }
 
-// Handler is the server's whole HTTP handler (auth included), for
+// Handler is the server's whole HTTP handler (checks and auth included), for
 // httptest and for mounting the API elsewhere.
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -302,27 +320,28 @@ func (s *Server) routes() http.Handler {
 		pattern string
 		query   []string
 		state   stateUse
+		body    bodyUse
 		h       handler
 	}{
-		{"GET /id", nil, noState, s.getID},
-		{"GET /version", nil, noState, s.getVersion},
-		{"GET /health", nil, noState, s.getHealth},
-		{"GET /health/peers", nil, readsState, s.getPeerHealth},
-		{"GET /peers", nil, readsState, s.getPeers},
-		{"DELETE /peers/{id}", nil, changesState, s.deletePeer},
-		{"GET /pins", nil, readsState, s.getPins},
-		{"POST /pins", nil, changesState, s.postPin},
-		{"DELETE /pins/{cid}", nil, changesState, s.deletePin},
-		{"GET /status", []string{"local", "filter"}, readsState, s.getStatusAll},
-		{"GET /status/{cid}", []string{"local"}, readsState, s.getStatus},
-		{"POST /add", addQueryParams, changesState, s.postAdd},
-		{"GET /cat/{cid}", []string{"offset", "length"}, readsState, s.getCat},
-		{"GET /export/{cid}", nil, readsState, s.getExport},
-		{"POST /verify", []string{"cid", "local"}, changesState, s.postVerify},
-		{"POST /recover", []string{"cid", "local"}, changesState, s.postRecover},
-		{"POST /sync", []string{"local"}, changesState, s.postSync},
-		{"POST /peers/{id}/drain", nil, changesState, s.postDrain},
-		{"POST /rebalance", []string{"dry-run", "tolerance"}, readsState, s.postRebalance},
+		{"GET /id", nil, noState, noBody, s.getID},
+		{"GET /version", nil, noState, noBody, s.getVersion},
+		{"GET /health", nil, noState, noBody, s.getHealth},
+		{"GET /health/peers", nil, readsState, noBody, s.getPeerHealth},
+		{"GET /peers", nil, readsState, noBody, s.getPeers},
+		{"DELETE /peers/{id}", nil, changesState, noBody, s.deletePeer},
+		{"GET /pins", nil, readsState, noBody, s.getPins},
+		{"POST /pins", nil, changesState, jsonBody, s.postPin},
+		{"DELETE /pins/{cid}", nil, changesState, noBody, s.deletePin},
+		{"GET /status", []string{"local", "filter"}, readsState, noBody, s.getStatusAll},
+		{"GET /status/{cid}", []string{"local"}, readsState, noBody, s.getStatus},
+		{"POST /add", addQueryParams, changesState, fileBody, s.postAdd},
+		{"GET /cat/{cid}", []string{"offset", "length"}, readsState, noBody, s.getCat},
+		{"GET /export/{cid}", nil, readsState, noBody, s.getExport},
+		{"POST /verify", []string{"cid", "local"}, changesState, noBody, s.postVerify},
+		{"POST /recover", []string{"cid", "local"}, changesState, noBody, s.postRecover},
+		{"POST /sync", []string{"local"}, changesState, noBody, s.postSync},
+		{"POST /peers/{id}/drain", nil, changesState, noBody, s.postDrain},
+		{"POST /rebalance", []string{"dry-run", "tolerance"}, readsState, noBody, s.postRebalance},
 	}
 	allowed := map[string][]string{}
 	var paths []string
@@ -333,6 +352,9 @@ func (s *Server) routes() http.Handler {
 		}
 		mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
 			q, err := queryParams(r, query...)
+			if err == nil {
+				err = checkContentType(r, rt.body)
+			}
 			if err == nil && rt.state != noState {
 				err = s.barrier(w, r, q, rt.state)
 			}
@@ -564,18 +586,21 @@ var addQueryParams = []string{
 // postAdd streams the file into Backend.Add: the body is never held in
 // memory or on disk here. The file is the whole body when its type is
 // application/octet-stream (the CLI's way: nothing to parse, large reads),
-// else the first part of a multipart/form-data body (curl -F), whose
-// filename becomes the add's name unless the query gives one.
+// or the first part of a multipart/form-data body (curl -F), whose
+// filename becomes the add's name unless the query gives one. Any other
+// type is refused (415).
 func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) error {
 	p, err := parseAddParams(q)
 	if err != nil {
 		return err
 	}
 	var body io.Reader = r.Body
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/octet-stream" {
+	switch mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt {
+	case "application/octet-stream":
+	case "multipart/form-data":
 		mr, err := r.MultipartReader()
 		if err != nil {
-			return badRequest("add needs the file as an application/octet-stream or multipart/form-data body")
+			return badRequest("the multipart body is malformed: %v", err)
 		}
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -589,6 +614,10 @@ func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) e
 			p.Name = part.FileName()
 		}
 		body = part
+	default:
+		// The route refused a body of another type; this is an empty
+		// one without a type.
+		return contentTypeError(r, fileBody)
 	}
 	events, err := boolParam(q, "events")
 	if err != nil {

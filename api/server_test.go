@@ -212,7 +212,8 @@ func startServer(t *testing.T, cfg api.ServerConfig, b api.Backend) *api.Server 
 	return s
 }
 
-// call sends one raw request and returns the status and body.
+// call sends one raw request and returns the status and body. hdr are
+// header names and values; a "Host" sets the request's Host header.
 func call(t *testing.T, s *api.Server, method, path, body string, hdr ...string) (int, http.Header, string) {
 	t.Helper()
 	var rd io.Reader
@@ -224,6 +225,10 @@ func call(t *testing.T, s *api.Server, method, path, body string, hdr ...string)
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -289,11 +294,16 @@ func TestErrors(t *testing.T) {
 		{"add bad bool", "POST", "/add?trickle=yes", "", 400, `query parameter trickle must be true or false, not "yes"`},
 		{"add bad int", "POST", "/add?rmin=two", "", 400, `query parameter rmin must be an integer, not "two"`},
 		{"add bad replication", "POST", "/add?rmin=4&rmax=3", "", 400, "replication minimum 4 is above the maximum 3"},
-		{"add not multipart", "POST", "/add", "hello", 400, "add needs the file as an application/octet-stream or multipart/form-data body"},
+		{"add not multipart", "POST", "/add", "hello", 415, "request refused: POST /add needs Content-Type: application/octet-stream (the file itself) or multipart/form-data; the request has none"},
+		{"add empty without type", "POST", "/add", "", 415, "request refused: POST /add needs Content-Type: application/octet-stream (the file itself) or multipart/form-data; the request has none"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, hdr, body := call(t, s, tt.method, tt.path, tt.body)
+			var ct []string
+			if tt.method == "POST" && tt.path == "/pins" {
+				ct = []string{"Content-Type", "application/json"}
+			}
+			code, hdr, body := call(t, s, tt.method, tt.path, tt.body, ct...)
 			if code != tt.code {
 				t.Fatalf("status %d, want %d; body %s", code, tt.code, body)
 			}

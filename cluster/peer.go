@@ -203,6 +203,8 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		BearerTokens:               cfg.API.BearerTokens,
 		MaxBodyBytes:               cfg.API.MaxBodyBytes,
 		AllowUnauthenticatedRemote: cfg.API.AllowUnauthenticatedRemote,
+		AllowedOrigins:             cfg.API.AllowedOrigins,
+		AllowedHosts:               cfg.API.AllowedHosts,
 	}, backend{p}, opts.Version)
 	if err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -104,6 +105,19 @@ type API struct {
 	AllowUnauthenticatedRemote bool `json:"allow_unauthenticated_remote"`
 	// MaxBodyBytes bounds JSON request bodies (not uploads, which stream).
 	MaxBodyBytes int64 `json:"max_body_bytes"`
+	// AllowedOrigins are the browser origins ("https://ui.example.com",
+	// SCHEME://HOST[:PORT] as a browser sends it; "*" for any) whose
+	// requests are served, with CORS headers. A request with any other
+	// Origin header is refused, so that a web page cannot drive the API
+	// (CSRF). Requests without one (the CLI, curl) are not affected.
+	AllowedOrigins []string `json:"allowed_origins"`
+	// AllowedHosts are the names, besides the listen address itself (and
+	// localhost or any IP address where that reaches the listener), that
+	// the Host header of a request may carry: "NAME" (any port) or
+	// "NAME:PORT". Any other name is refused, so that a web page cannot
+	// read the API through a DNS name of its own that resolves to it (DNS
+	// rebinding). api/doc.go gives the whole rule.
+	AllowedHosts []string `json:"allowed_hosts"`
 }
 
 // Pinning holds pin defaults.
@@ -195,6 +209,12 @@ func Default() Config {
 			Listen: "127.0.0.1:9094",
 			// Pin and peer requests are tiny; 1 MiB refuses abuse early.
 			MaxBodyBytes: 1 << 20,
+			// No web page may call the API and only its own address
+			// names it, as with Kubo's RPC API: a page open in a browser
+			// on this machine can neither drive it nor read it. Written
+			// out empty so that config.json shows the settings.
+			AllowedOrigins: []string{},
+			AllowedHosts:   []string{},
 		},
 		Pinning: Pinning{
 			// Two copies survive the loss of any one peer; a third is
@@ -290,6 +310,16 @@ func (c Config) Validate() error {
 	if c.API.MaxBodyBytes < 1024 {
 		return errors.New("config: api max_body_bytes must be at least 1024")
 	}
+	for _, o := range c.API.AllowedOrigins {
+		if _, err := ParseOrigin(o); err != nil {
+			return fmt.Errorf("config: api allowed_origins: %w", err)
+		}
+	}
+	for _, h := range c.API.AllowedHosts {
+		if _, _, err := ParseAllowedHost(h); err != nil {
+			return fmt.Errorf("config: api allowed_hosts: %w", err)
+		}
+	}
 	if err := CheckReplication(c.Pinning.ReplicationMin, c.Pinning.ReplicationMax); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -345,6 +375,66 @@ func CheckReplication(rmin, rmax int) error {
 		return fmt.Errorf("replication minimum %d is above the maximum %d", rmin, rmax)
 	}
 	return nil
+}
+
+// ParseOrigin checks an entry of api.allowed_origins and returns it as a
+// browser sends it in an Origin header, which it is compared with: scheme
+// and host in lower case, without the scheme's default port. "*" stays
+// "*".
+func ParseOrigin(s string) (string, error) {
+	if s == "*" {
+		return s, nil
+	}
+	bad := fmt.Errorf("origin %q: use SCHEME://HOST[:PORT] as a browser sends it (no path, no trailing slash), or * for any", s)
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Hostname() == "" || u.User != nil || u.Opaque != "" ||
+		u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.ContainsAny(s, "*#") {
+		return "", bad
+	}
+	host := strings.ToLower(u.Hostname())
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	port := u.Port()
+	if port != "" && !validPort(port) {
+		return "", bad
+	}
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		port = ""
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	return u.Scheme + "://" + host, nil
+}
+
+// ParseAllowedHost checks an entry of api.allowed_hosts, NAME or NAME:PORT
+// (an IPv6 address in brackets when it has a port), and returns the name
+// in lower case without a trailing dot, and the port ("" for any).
+func ParseAllowedHost(s string) (host, port string, err error) {
+	bad := fmt.Errorf("host %q: use NAME or NAME:PORT as a client sends it in the Host header, without scheme or path", s)
+	if s == "" || strings.ContainsAny(s, "/@?#*%, \t") {
+		return "", "", bad
+	}
+	host = s
+	if h, p, serr := net.SplitHostPort(s); serr == nil {
+		if !validPort(p) {
+			return "", "", bad
+		}
+		host, port = h, p
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "" || strings.ContainsAny(host, "[]") || (strings.Contains(host, ":") && net.ParseIP(host) == nil) {
+		return "", "", bad
+	}
+	return host, port, nil
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == p
 }
 
 func isLoopback(host string) bool {

@@ -71,3 +71,86 @@ func TestRetentionSettings(t *testing.T) {
 		t.Fatalf("Load: %v, trailing_logs %d", err, cfg.Consensus.TrailingLogs)
 	}
 }
+
+// TestAPIAllowLists: allowed_origins and allowed_hosts default to empty
+// lists written out in config.json, are validated with their names, and
+// are normalized as browsers and clients spell them.
+func TestAPIAllowLists(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Init(dir, validConfig()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"allowed_origins": []`, `"allowed_hosts": []`} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("config.json lacks %s:\n%s", want, b)
+		}
+	}
+
+	badOrigin := func(o string) string {
+		return `config: api allowed_origins: origin "` + o + `": use SCHEME://HOST[:PORT] as a browser sends it (no path, no trailing slash), or * for any`
+	}
+	badHost := func(h string) string {
+		return `config: api allowed_hosts: host "` + h + `": use NAME or NAME:PORT as a client sends it in the Host header, without scheme or path`
+	}
+	tests := []struct {
+		name           string
+		origins, hosts []string
+		want           string
+	}{
+		{"valid", []string{"*", "https://ui.example.com", "http://localhost:3000", "http://[::1]:8080"}, []string{"shoal.example.com", "shoal.example.com:9094", "[::1]:9094", "192.0.2.1"}, ""},
+		{"trailing slash", []string{"https://ui.example.com/"}, nil, badOrigin("https://ui.example.com/")},
+		{"no scheme", []string{"ui.example.com"}, nil, badOrigin("ui.example.com")},
+		{"path", []string{"https://ui.example.com/app"}, nil, badOrigin("https://ui.example.com/app")},
+		{"wildcard", []string{"https://*.example.com"}, nil, badOrigin("https://*.example.com")},
+		{"bad port", []string{"https://ui.example.com:99999"}, nil, badOrigin("https://ui.example.com:99999")},
+		{"null", []string{"null"}, nil, badOrigin("null")},
+		{"host with scheme", nil, []string{"https://shoal.example.com"}, badHost("https://shoal.example.com")},
+		{"host with path", nil, []string{"shoal.example.com/api"}, badHost("shoal.example.com/api")},
+		{"host wildcard", nil, []string{"*.example.com"}, badHost("*.example.com")},
+		{"host bad port", nil, []string{"shoal.example.com:0"}, badHost("shoal.example.com:0")},
+		{"empty host", nil, []string{""}, badHost("")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			c.API.AllowedOrigins, c.API.AllowedHosts = tt.origins, tt.hosts
+			err := c.Validate()
+			if got := ""; err != nil {
+				got = err.Error()
+				if got != tt.want {
+					t.Fatalf("Validate() = %q, want %q", got, tt.want)
+				}
+			} else if tt.want != "" {
+				t.Fatalf("Validate() = nil, want %q", tt.want)
+			}
+		})
+	}
+
+	for in, want := range map[string]string{
+		"*":                          "*",
+		"HTTPS://UI.Example.com":     "https://ui.example.com",
+		"https://ui.example.com:443": "https://ui.example.com",
+		"http://ui.example.com:80":   "http://ui.example.com",
+		"http://ui.example.com:443":  "http://ui.example.com:443",
+		"http://[::1]:3000":          "http://[::1]:3000",
+	} {
+		if got, err := ParseOrigin(in); err != nil || got != want {
+			t.Errorf("ParseOrigin(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for in, want := range map[string][2]string{
+		"Shoal.Example.com.":     {"shoal.example.com", ""},
+		"shoal.example.com:9094": {"shoal.example.com", "9094"},
+		"[::1]:9094":             {"::1", "9094"},
+		"[::1]":                  {"::1", ""},
+		"::1":                    {"::1", ""},
+	} {
+		if h, p, err := ParseAllowedHost(in); err != nil || h != want[0] || p != want[1] {
+			t.Errorf("ParseAllowedHost(%q) = %q, %q, %v; want %q", in, h, p, err, want)
+		}
+	}
+}
