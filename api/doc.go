@@ -25,6 +25,7 @@
 //	GET    /export/{cid}        the whole DAG as a CARv1 file, streamed
 //	GET    /health              {"status": "ok"}
 //	GET    /health/peers        []PeerHealth
+//	GET    /health/lost         []LostPart: parts whose every holder is gone
 //	POST   /verify[?cid=C][&local=true]   []VerifyResult: re-hash stored parts
 //	POST   /recover[?cid=C][&local=true]  []TrackerReport: retry failed parts now
 //	POST   /sync[?local=true]   []TrackerReport: a full tracker pass now
@@ -39,7 +40,8 @@
 // # Consistency
 //
 // Every endpoint that reads the pinset (GET /pins, /status, /status/{cid},
-// /cat, /export, /peers, /health/peers, POST /rebalance?dry-run=true) is
+// /cat, /export, /peers, /health/peers, /health/lost,
+// POST /rebalance?dry-run=true) is
 // linearizable by default: before it reads, the peer confirms with the
 // leader that its state reflects every write acknowledged before the
 // request arrived, by any peer (ReadBarrier; ARCHITECTURE.md says how and

@@ -327,6 +327,7 @@ func (s *Server) routes() http.Handler {
 		{"GET /version", nil, noState, noBody, s.getVersion},
 		{"GET /health", nil, noState, noBody, s.getHealth},
 		{"GET /health/peers", nil, readsState, noBody, s.getPeerHealth},
+		{"GET /health/lost", nil, readsState, noBody, s.getLost},
 		{"GET /peers", nil, readsState, noBody, s.getPeers},
 		{"DELETE /peers/{id}", nil, changesState, noBody, s.deletePeer},
 		{"GET /pins", nil, readsState, noBody, s.getPins},
@@ -444,6 +445,20 @@ func (s *Server) getVersion(w http.ResponseWriter, _ *http.Request, _ url.Values
 
 func (s *Server) getHealth(w http.ResponseWriter, _ *http.Request, _ url.Values) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// getLost answers the parts with no copy left (LostReporter).
+func (s *Server) getLost(w http.ResponseWriter, r *http.Request, _ url.Values) error {
+	lr, ok := s.b.(LostReporter)
+	if !ok {
+		return &statusError{http.StatusNotImplemented, "this peer does not monitor its members"}
+	}
+	lost, err := lr.Lost(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(lost))
 	return nil
 }
 

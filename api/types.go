@@ -77,6 +77,23 @@ type HealthReporter interface {
 	Health(ctx context.Context) ([]PeerHealth, error)
 }
 
+// LostPart is a part with no copy left: every peer allocated to hold it
+// is gone (OverallLost).
+type LostPart struct {
+	Root string `json:"root"` // the pin
+	Name string `json:"name"`
+	Part string `json:"part"`
+	Kind string `json:"kind"` // Part*
+	// Holders are the peers that held it, all gone.
+	Holders []string `json:"holders"`
+}
+
+// LostReporter is the part of a Backend that lists lost parts (GET
+// /health/lost); the server answers 501 without it.
+type LostReporter interface {
+	Lost(ctx context.Context) ([]LostPart, error)
+}
+
 // Pin is one entry of the cluster's pinset (`shoal pin ls --json`).
 type Pin struct {
 	CID         string    `json:"cid"`
@@ -132,6 +149,11 @@ const (
 	OverallDegraded = "degraded"
 	// OverallError: some part has no pinned copy on a reachable peer.
 	OverallError = "error"
+	// OverallLost: some part has no copy left: every peer allocated to
+	// hold it is gone (down past health.repair_grace, or removed), so no
+	// repair can bring it back unless one returns. It stays lost until
+	// then or until `pin rm` drops the pin; nothing retries meanwhile.
+	OverallLost = "lost"
 )
 
 // PinStatus is a pin's state on every peer that should hold it (`shoal
@@ -173,6 +195,9 @@ type ShardStatus struct {
 	Peers map[string]string `json:"peers"`
 	// Errors maps the peers in pin_error (or unreachable) to why.
 	Errors map[string]string `json:"errors,omitempty"`
+	// Status, in a pin's status only, is the shard's own state: pinned
+	// (rmin met), degraded, error (no reachable copy) or lost (Overall*).
+	Status string `json:"status,omitempty"`
 }
 
 // AddParams are the DAG and tree flags of an add, sent as URL query

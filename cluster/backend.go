@@ -374,10 +374,16 @@ func (b backend) Status(ctx context.Context, s string, local bool) (api.PinStatu
 	if !ok {
 		return api.PinStatus{}, fmt.Errorf("%w: %s is not pinned", api.ErrNotFound, c)
 	}
-	return b.status(ctx, pin, local)
+	members, err := b.p.cons.Peers(ctx)
+	if err != nil {
+		return api.PinStatus{}, mapErr(err)
+	}
+	return b.status(ctx, pin, local, b.p.goneFunc(members))
 }
 
-func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api.PinStatus, error) {
+// status asks the holders of pin for their state of its parts; gone says
+// which holders count as gone, for parts that are lost.
+func (b backend) status(ctx context.Context, pin consensus.Pin, local bool, gone func(peer.ID) bool) (api.PinStatus, error) {
 	ap := toAPIPin(pin)
 	st := api.PinStatus{CID: ap.CID, Name: ap.Name, RMin: ap.RMin, RMax: ap.RMax, Allocations: ap.Allocations,
 		Peers: map[string]api.PeerStatus{}, Size: pin.Size}
@@ -475,19 +481,36 @@ func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api
 	if need == consensus.Everywhere {
 		need = len(holders)
 	}
+	// allGone: no copy left to read or repair from (api.OverallLost).
+	allGone := func(holders []peer.ID) bool {
+		if len(holders) == 0 || local {
+			return false
+		}
+		for _, h := range holders {
+			if !gone(h) {
+				return false
+			}
+		}
+		return true
+	}
 	if !sharded {
 		switch {
 		case pinnedHolders >= need:
 			st.Status = api.OverallPinned
 		case pinnedHolders > 0:
 			st.Status = api.OverallDegraded
+		case pin.RMax != consensus.Everywhere && allGone(holders):
+			st.Status = api.OverallLost
 		default:
 			st.Status = api.OverallInProgress
 		}
 		st.Summary = fmt.Sprintf("pinned on %d of %d peers, rmin %d %s", pinnedHolders, len(holders), pin.RMin, met(pinnedHolders >= need))
+		if st.Status == api.OverallLost {
+			st.Summary += lostAdvice(pin.CID)
+		}
 		return st, nil
 	}
-	healthy, lost := 0, 0
+	healthy, unreachable, lost := 0, 0, 0
 	for i, sh := range pin.Shards {
 		ss := api.ShardStatus{Index: i, CID: sh.CID.String(), Size: sh.Size, Blocks: sh.Blocks, Offset: sh.Offset,
 			Length: sh.Length, Allocations: make([]string, len(sh.Allocations)), Peers: map[string]string{}}
@@ -512,13 +535,22 @@ func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api
 		switch {
 		case pinned >= min(need, len(sh.Allocations)) && pinned > 0:
 			healthy++
-		case pinned == 0:
+			ss.Status = api.OverallPinned
+		case pinned > 0:
+			ss.Status = api.OverallDegraded
+		case allGone(sh.Allocations):
 			lost++
+			ss.Status = api.OverallLost
+		default:
+			unreachable++
+			ss.Status = api.OverallError
 		}
 		st.Shards = append(st.Shards, ss)
 	}
 	switch {
-	case lost > 0:
+	case lost > 0 || (pinnedHolders == 0 && allGone(holders)):
+		st.Status = api.OverallLost
+	case unreachable > 0:
 		st.Status = api.OverallError
 	case healthy < len(pin.Shards) || pinnedHolders == 0:
 		st.Status = api.OverallDegraded
@@ -526,10 +558,21 @@ func (b backend) status(ctx context.Context, pin consensus.Pin, local bool) (api
 		st.Status = api.OverallPinned
 	}
 	st.Summary = fmt.Sprintf("%d shards, %d healthy, rmin %d %s", len(pin.Shards), healthy, pin.RMin, met(healthy == len(pin.Shards)))
+	if unreachable > 0 {
+		st.Summary += fmt.Sprintf(", %d with no reachable copy", unreachable)
+	}
 	if lost > 0 {
-		st.Summary += fmt.Sprintf(", %d with no reachable copy", lost)
+		st.Summary += fmt.Sprintf(", %d lost", lost)
+	}
+	if st.Status == api.OverallLost {
+		st.Summary += lostAdvice(pin.CID)
 	}
 	return st, nil
+}
+
+// lostAdvice ends the summary of a lost pin.
+func lostAdvice(c cid.Cid) string {
+	return fmt.Sprintf(": every peer that held a lost part is gone; it returns only with one of them, or `shoal pin rm %s` drops the pin", c)
 }
 
 func met(ok bool) string {
@@ -557,8 +600,13 @@ func (b backend) StatusAll(ctx context.Context, local bool) ([]api.PinStatus, er
 		}
 		out = append(out, st)
 	}
+	members, err := b.p.cons.Peers(ctx)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	gone := b.p.goneFunc(members)
 	for _, p := range pins {
-		st, err := b.status(ctx, p, local)
+		st, err := b.status(ctx, p, local, gone)
 		if err != nil {
 			return nil, err
 		}

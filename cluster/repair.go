@@ -45,13 +45,15 @@ type repairer struct {
 	p *Peer
 	// avoid are peers that failed to copy a part, not asked again for it
 	// until the time they map to.
-	avoid       map[cid.Cid]map[peer.ID]time.Time
+	avoid map[cid.Cid]map[peer.ID]time.Time
+	// lost are the parts found with every holder gone, logged once.
+	lost        map[cid.Cid]bool
 	lastWalk    time.Time
 	lastMembers string // the members at the last walk
 }
 
 func (p *Peer) runRepairs(ctx context.Context) {
-	r := &repairer{p: p, avoid: map[cid.Cid]map[peer.ID]time.Time{}}
+	r := &repairer{p: p, avoid: map[cid.Cid]map[peer.ID]time.Time{}, lost: map[cid.Cid]bool{}}
 	tick := time.NewTicker(p.monitor.interval)
 	defer tick.Stop()
 	for {
@@ -69,19 +71,24 @@ func (p *Peer) runRepairs(ctx context.Context) {
 	}
 }
 
+// goneFunc returns what counts a holder as gone for repairs (and a part
+// whose every holder is gone as lost): down past health.repair_grace, or
+// no longer one of members.
+func (p *Peer) goneFunc(members []consensus.Member) func(peer.ID) bool {
+	isMember := map[peer.ID]bool{}
+	for _, m := range members {
+		isMember[m.ID] = true
+	}
+	grace := time.Duration(p.cfg.Health.RepairGrace)
+	return func(id peer.ID) bool { return !isMember[id] || p.monitor.downFor(id) > grace }
+}
+
 func (r *repairer) round(ctx context.Context) error {
 	members, err := r.p.cons.Peers(ctx)
 	if err != nil {
 		return err
 	}
-	isMember := map[peer.ID]bool{}
-	for _, m := range members {
-		isMember[m.ID] = true
-	}
-	grace := time.Duration(r.p.cfg.Health.RepairGrace)
-	// gone: holders that count as lost (down past the grace, or no longer
-	// members).
-	gone := func(id peer.ID) bool { return !isMember[id] || r.p.monitor.downFor(id) > grace }
+	gone := r.p.goneFunc(members)
 	r.finish(ctx, gone)
 	anyGone := false
 	for _, m := range members {
@@ -217,6 +224,16 @@ func (r *repairer) start(ctx context.Context, members []consensus.Member, gone f
 	}
 	started := 0
 	var errs []error
+	lostNow := map[cid.Cid]bool{}
+	defer func() {
+		if started < maxRepairsPerRound { // the walk went through every pin
+			for c := range r.lost {
+				if !lostNow[c] {
+					delete(r.lost, c)
+				}
+			}
+		}
+	}()
 	st.Each(func(p consensus.Pin) bool {
 		if ctx.Err() != nil || started >= maxRepairsPerRound {
 			return false
@@ -245,7 +262,13 @@ func (r *repairer) start(ctx context.Context, members []consensus.Member, gone f
 				continue
 			}
 			if len(live) == 0 {
-				errs = append(errs, fmt.Errorf("%s of %s: every holder is gone; nothing to copy from", pt.c, p.CID))
+				// Lost (status says so): nothing to copy from. Said once
+				// a part, not every round.
+				if !r.lost[pt.c] {
+					r.lost[pt.c] = true
+					r.p.log("repair: %s of %s is lost: every holder is gone, nothing to copy from; it stays lost until one returns or `shoal pin rm %s`", pt.c, p.CID, p.CID)
+				}
+				lostNow[pt.c] = true
 				continue
 			}
 			pending, err := r.choose(pt.c, pt.size, p.RMin, p.RMax, live, free)
@@ -342,3 +365,38 @@ func (r *repairer) choose(part cid.Cid, size int64, rmin, rmax int, live []peer.
 	}
 	return pending, nil
 }
+
+// Lost lists the parts whose every holder is gone, as status counts them
+// lost: pins everywhere are left out (any peer that returns holds them).
+func (b backend) Lost(ctx context.Context) ([]api.LostPart, error) {
+	members, err := b.p.cons.Peers(ctx)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	gone := b.p.goneFunc(members)
+	st := b.p.cons.State()
+	var out []api.LostPart
+	st.Each(func(p consensus.Pin) bool {
+		if p.RMax == consensus.Everywhere {
+			return true
+		}
+		p.EachPart(func(c cid.Cid, holders []peer.ID, _ int64) {
+			if len(holders) == 0 || slices.IndexFunc(holders, func(h peer.ID) bool { return !gone(h) }) >= 0 {
+				return
+			}
+			lp := api.LostPart{Root: p.CID.String(), Name: p.Name, Part: c.String(), Kind: api.PartUnknown}
+			if part, ok := st.Part(c); ok {
+				lp.Kind = partKind(part.Kind)
+			}
+			for _, h := range holders {
+				lp.Holders = append(lp.Holders, h.String())
+			}
+			out = append(out, lp)
+		})
+		return ctx.Err() == nil
+	})
+	slices.SortFunc(out, func(a, b api.LostPart) int { return cmp.Or(cmp.Compare(a.Root, b.Root), cmp.Compare(a.Part, b.Part)) })
+	return out, ctx.Err()
+}
+
+var _ api.LostReporter = backend{}

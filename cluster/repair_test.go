@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -293,5 +294,78 @@ func TestRepairAvoidsBrokenPeer(t *testing.T) {
 	}
 	if n := broken.store.Count(); n != 0 {
 		t.Fatalf("the broken peer stores %d shards", n)
+	}
+}
+
+// TestLostParts: 4 peers, a sharded file at rmin=rmax=1. Once the only
+// holder of some shards is down past the grace, those shards, and so the
+// pin, are lost: status says so (the other shards stay pinned), Lost
+// lists exactly them, no repair starts, and pin rm drops the pin.
+func TestLostParts(t *testing.T) {
+	peers := newTestPeersWith(t, 4, fastHealth)
+	ctx := context.Background()
+	data := seeded("lost", 4<<20+11)
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "l", Chunker: "size-65536",
+		Shard: true, ShardSize: 512 << 10, RMin: 1, RMax: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := cid.Decode(res.CID)
+	pin, _ := peers[0].cons.State().Get(root)
+	// Peer 3, the non-voter, goes: the quorum stays.
+	gone := peers[3]
+	var want []string
+	pin.EachPart(func(c cid.Cid, holders []peer.ID, _ int64) {
+		if slices.Equal(holders, []peer.ID{gone.ID()}) {
+			want = append(want, c.String())
+		}
+	})
+	if len(want) == 0 {
+		t.Fatalf("peer 3 holds no part alone: %+v", pin.Shards)
+	}
+	slices.Sort(want)
+	gone.Close()
+	b := backend{peers[0]}
+	waitFor(t, 10*time.Second, func() error {
+		lost, err := b.Lost(ctx)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, l := range lost {
+			if l.Root != res.CID || l.Name != "l" || !slices.Equal(l.Holders, []string{gone.ID().String()}) {
+				return fmt.Errorf("lost part %+v", l)
+			}
+			got = append(got, l.Part)
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("lost %v, want %v", got, want)
+		}
+		return nil
+	})
+	st, err := b.Status(ctx, res.CID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != api.OverallLost || !strings.HasSuffix(st.Summary, fmt.Sprintf(
+		": every peer that held a lost part is gone; it returns only with one of them, or `shoal pin rm %s` drops the pin", res.CID)) {
+		t.Fatalf("status %s: %s", st.Status, st.Summary)
+	}
+	for _, sh := range st.Shards {
+		lost := slices.Contains(want, sh.CID)
+		if (lost && sh.Status != api.OverallLost) || (!lost && sh.Status != api.OverallPinned) {
+			t.Errorf("shard %d (lost %v): %s, peers %v", sh.Index, lost, sh.Status, sh.Peers)
+		}
+	}
+	// Nothing to copy from: no repair, round after round.
+	time.Sleep(time.Second)
+	if rs := peers[0].cons.State().Repairs(); len(rs) != 0 {
+		t.Fatalf("repairs of a lost part: %+v", rs)
+	}
+	if _, err := b.Unpin(ctx, res.CID); err != nil {
+		t.Fatal(err)
+	}
+	if lost, err := b.Lost(ctx); err != nil || len(lost) != 0 {
+		t.Fatalf("after pin rm, lost %+v, %v", lost, err)
 	}
 }

@@ -184,6 +184,13 @@ func (c *Client) PeerHealth(ctx context.Context) ([]api.PeerHealth, error) {
 	return h, err
 }
 
+// Lost lists the parts whose every holder is gone.
+func (c *Client) Lost(ctx context.Context) ([]api.LostPart, error) {
+	var l []api.LostPart
+	err := c.do(ctx, http.MethodGet, c.url(nil, "health", "lost"), nil, "", &l)
+	return l, err
+}
+
 // RemovePeer removes the peer id from the cluster.
 func (c *Client) RemovePeer(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, c.url(nil, "peers", id), nil, "", nil)

@@ -16,7 +16,10 @@ func newHealthCmd(g *apiFlags) *cobra.Command {
 		Use:   "health",
 		Short: "Show every peer's last heartbeat and metrics",
 		Long: "Show every peer's last heartbeat and metrics, as this peer received them: a peer whose\n" +
-			"heartbeat is older than its TTL is down (config health.heartbeat_ttl).",
+			"heartbeat is older than its TTL is down (config health.heartbeat_ttl). Then the count of\n" +
+			"lost parts, and up to ten of them: parts whose every holder is gone (down past\n" +
+			"health.repair_grace, or removed), so that no repair can copy them; status shows their\n" +
+			"pins as lost, and pin rm drops them. --json prints only the peers.",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.client()
@@ -52,7 +55,23 @@ func newHealthCmd(g *apiFlags) *cobra.Command {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", h.ID, orDash(h.Name), state, seen,
 					m.Capacity, m.Used, m.Free, m.Shards, m.Pins, m.Queue, m.Errors)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			lost, err := c.Lost(cmd.Context())
+			if err != nil {
+				return explain(err)
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "lost parts: %d\n", len(lost))
+			for i, l := range lost {
+				if i == 10 {
+					fmt.Fprintf(out, "  and %d more (GET /health/lost lists them all)\n", len(lost)-10)
+					break
+				}
+				fmt.Fprintf(out, "  %s %s of %s (%s): every holder is gone; shoal pin rm %s drops it\n", l.Kind, l.Part, l.Root, orDash(l.Name), l.Root)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the peers' health as JSON")
