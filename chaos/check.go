@@ -124,11 +124,16 @@ func (w *workload) readBack(ctx context.Context) (anomalies []string, files, rea
 	for _, f := range sharded {
 		name := fmt.Sprintf("sharded%d", f.Index)
 		switch {
-		case f.Out == outOK && !pinned[f.Root]:
+		case f.Removed == outOK && (pinned[f.Root] || names[name]):
+			anomalies = append(anomalies, fmt.Sprintf("%s (%s) was removed, acknowledged, and is pinned", name, f.Root))
+			continue
+		case f.Removed == outOK:
+			continue
+		case f.Out == outOK && f.Removed == "" && !pinned[f.Root]:
 			anomalies = append(anomalies, fmt.Sprintf("%s (%s) was acknowledged and is not pinned", name, f.Root))
 			continue
-		case f.Out != outOK && !names[name]:
-			continue // it never committed
+		case !names[name]:
+			continue // it never committed, or its removal did
 		}
 		files++
 		root := f.Root

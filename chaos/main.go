@@ -15,7 +15,8 @@
 //
 // Workload: plain adds and pin rms of a few dozen small keys, status and
 // pin ls of them on random peers, sharded adds of small files (1-3 MiB in
-// 512 KiB shards, rmin 2, rmax 3) and reads of them.
+// 512 KiB shards, rmin 2, rmax 3), reads of them, and pin rm of the oldest
+// once more than eight are kept.
 //
 // Checks: the pinset history must be linearizable (porcupine, one key at a
 // time, writes whose outcome is unknown may or may not take effect); once

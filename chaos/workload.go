@@ -56,7 +56,14 @@ type shardedFile struct {
 	Out   string `json:"out"`
 	Err   string `json:"err,omitempty"`
 	Node  int    `json:"node"`
+	// Removed is the outcome of its pin rm ("": not removed): the client
+	// keeps a few files and removes the oldest, so that stores do not
+	// fill up and deletions are exercised too.
+	Removed string `json:"removed,omitempty"`
 }
+
+// keepSharded is how many acknowledged sharded files the client keeps.
+const keepSharded = 8
 
 // workload drives the clients against random nodes.
 type workload struct {
@@ -177,9 +184,12 @@ func (w *workload) ls(ctx context.Context, id int, n *node) {
 // shardClient adds small sharded files and reads back acknowledged ones.
 func (w *workload) shardClient(ctx context.Context, r *rand.Rand) {
 	for i := 0; ctx.Err() == nil; i++ {
-		if r.IntN(3) > 0 || len(w.acknowledged()) == 0 {
+		switch {
+		case len(w.acknowledged()) > keepSharded:
+			w.shardRm(ctx, r)
+		case r.IntN(3) > 0 || len(w.acknowledged()) == 0:
 			w.shardAdd(ctx, r, i)
-		} else {
+		default:
 			w.cat(ctx, r)
 		}
 		select {
@@ -212,16 +222,37 @@ func (w *workload) shardAdd(ctx context.Context, r *rand.Rand, i int) {
 	w.mu.Unlock()
 }
 
+// acknowledged are the acknowledged files not removed.
 func (w *workload) acknowledged() []shardedFile {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []shardedFile
 	for _, f := range w.sharded {
-		if f.Out == outOK {
+		if f.Out == outOK && f.Removed == "" {
 			out = append(out, f)
 		}
 	}
 	return out
+}
+
+// shardRm removes the oldest acknowledged file.
+func (w *workload) shardRm(ctx context.Context, r *rand.Rand) {
+	f := w.acknowledged()[0]
+	n := w.node(r)
+	cctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	_, err := n.client.Unpin(cctx, f.Root)
+	cancel()
+	out := outOK
+	if err != nil {
+		out = outUnknown
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range w.sharded {
+		if w.sharded[i].Index == f.Index {
+			w.sharded[i].Removed = out
+		}
+	}
 }
 
 // cat reads an acknowledged file back from a random node: an error is
