@@ -399,18 +399,31 @@ func (p *Peer) localInfo() info {
 	}
 }
 
-// capacity is the configured capacity or, when automatic, the disk's free
-// space plus what the store holds, minus the reserve.
+// capacity is what this peer may hold: the configured capacity, capped by
+// the room on the store's disk (its free space plus what the store
+// holds), or, when automatic, that room less the reserve. A capacity
+// larger than the disk would have the allocator send shards a full disk
+// refuses (the chaos suite's 30-minute run found pins stuck so).
 func (p *Peer) capacity(used int64) int64 {
-	if c, _ := p.cfg.CapacityBytes(); c > 0 {
-		return c
-	}
+	configured, _ := p.cfg.CapacityBytes()
+	reserve, _ := config.ParseSize(p.cfg.Reserve)
 	var st unix.Statfs_t
-	if err := unix.Statfs(p.dir, &st); err != nil {
+	if err := unix.Statfs(filepath.Join(p.dir, config.StoreDir), &st); err != nil {
+		if configured > 0 {
+			return configured
+		}
 		return used
 	}
-	reserve, _ := config.ParseSize(p.cfg.Reserve)
-	return max(int64(st.Bavail)*int64(st.Bsize)+used-reserve, used)
+	return capacityOf(configured, int64(st.Bavail)*int64(st.Bsize), used, reserve)
+}
+
+// capacityOf is capacity's rule: room is the disk's free space plus used.
+func capacityOf(configured, avail, used, reserve int64) int64 {
+	room := avail + used
+	if configured > 0 {
+		return min(configured, room)
+	}
+	return max(room-reserve, used)
 }
 
 func (p *Peer) fullAddrs() []string {

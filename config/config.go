@@ -78,8 +78,9 @@ type Config struct {
 	Secret string `json:"secret"`
 	// Listen are libp2p listen addresses. Default /ip4/0.0.0.0/tcp/9096.
 	Listen []string `json:"listen"`
-	// Capacity is how many bytes of shards this peer may hold; "" means
-	// the free space of its disk plus what it holds, minus Reserve.
+	// Capacity is how many bytes of shards this peer may hold, at most
+	// the room on the store's disk (its free space plus what it holds);
+	// "" means that room minus Reserve.
 	Capacity string `json:"capacity"`
 	// Reserve is kept free on the disk when Capacity is automatic.
 	Reserve string `json:"reserve"`
