@@ -72,6 +72,12 @@ type TrackerReport struct {
 	Failed int `json:"failed"`
 	// Failures are up to MaxFailures of the failed parts, by CID.
 	Failures []Failure `json:"failures,omitempty"`
+	// Unknown is how many shards the peer stores that its state does not
+	// know (stored before the state began: state cleanup or import, a new
+	// cluster), and UnknownBytes their size: kept, never deleted by the
+	// tracker, until the state wants them or `shoal state prune`.
+	Unknown      int   `json:"unknown"`
+	UnknownBytes int64 `json:"unknown_bytes"`
 	// Error says why the peer could not be asked.
 	Error string `json:"error,omitempty"`
 }

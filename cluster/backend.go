@@ -650,13 +650,14 @@ func (b backend) AddEvents(ctx context.Context, r io.Reader, ap api.AddParams, s
 	key := root.CID.String()
 	b.p.tracker.protect(key)
 	defer b.p.tracker.unprotect(key)
+	had := b.p.store.HasShard(key) // then not this add's to delete
 	info, err := w.Commit(ctx, key, root.CID)
 	if err != nil && !errors.Is(err, store.ErrExists) {
 		return api.AddResult{}, err
 	}
 	pin, err := b.pin(ctx, root.CID, ap.Name, ap.RMin, ap.RMax, info.Size, []peer.ID{b.p.host.ID()})
 	if err != nil {
-		if _, pinned := b.p.cons.State().Get(root.CID); !pinned {
+		if _, pinned := b.p.cons.State().Get(root.CID); !pinned && !had {
 			_ = b.p.store.Delete(key)
 		}
 		return api.AddResult{}, err

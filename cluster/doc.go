@@ -14,6 +14,10 @@
 //     store's keys, fetches missing plain pins from holders, and deletes
 //     keys nothing wants. Keys being written by an add are protected until
 //     the state records them or the add ends.
+//   - unknown shards (unknown.go): what the store held when this peer's
+//     state began (state cleanup or import, a new cluster). The tracker
+//     keeps them whatever the state says, until it wants them here or
+//     `shoal state prune` (Offline.DeleteUnknown) deletes them.
 //   - sharded add (shardadd.go): ingest -> shard.Cutter -> one
 //     transfer.Fanout per shard -> consensus ops begin / shard / commit.
 //   - reads (read.go, readahead.go) and exports (export.go): cat/get

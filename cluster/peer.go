@@ -137,7 +137,17 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	ccfg.DataDir = filepath.Join(dir, config.ConsensusDir)
 	// Raft's warnings go where the daemon's log goes.
 	ccfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Output: opts.Logger.Writer(), Level: hclog.Warn})
+	// An import a crash interrupted is finished before fresh is decided:
+	// midway, no consensus data exists (consensus.FinishReset).
+	if err := consensus.FinishReset(ccfg.DataDir); err != nil {
+		return nil, err
+	}
 	fresh := !exists(filepath.Join(ccfg.DataDir, "raft"))
+	unknownPath := filepath.Join(ccfg.DataDir, unknownFile)
+	unknown, err := loadUnknown(unknownPath, p.store, fresh, p.log)
+	if err != nil {
+		return nil, err
+	}
 	if p.cons, err = consensus.New(p.host, ccfg); err != nil {
 		return nil, err
 	}
@@ -147,7 +157,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		p.host.AddAddrs(id, addrs)
 		return p.cons.AddPeer(ctx, id)
 	})
-	p.tracker = newTracker(p)
+	p.tracker = newTracker(p, unknown, unknownPath)
 	p.monitor = newMonitor(p, time.Duration(cfg.Health.HeartbeatInterval), time.Duration(cfg.Health.HeartbeatTTL))
 	p.host.Handle(protoInfo, serveJSON(p, p.serveInfo))
 	p.host.Handle(protoStatus, serveJSON(p, p.serveStatus))

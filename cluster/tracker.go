@@ -22,7 +22,9 @@ import (
 // tracker reconciles what the shared state says this peer should hold with
 // what its store holds: it fetches what is missing from peers that have
 // it, and deletes what is no longer allocated here. Side effects live
-// here, never in the consensus FSM.
+// here, never in the consensus FSM. It deletes only what the state knows:
+// shards stored before the state began (unknown.go) stay, whatever the
+// state says, until it wants them here or the operator deletes them.
 //
 // It works incrementally: each round reads the state's journal of changed
 // keys (consensus.State.Changes) and looks at those keys only, at a cost
@@ -62,6 +64,13 @@ type tracker struct {
 	recheckKeys []cid.Cid
 	syncWaiters []chan struct{}
 
+	// unknown are the stored keys this peer's state does not know
+	// (unknown.go), with their sizes in bytes, which add up to
+	// unknownBytes; saved in unknownPath.
+	unknown      map[string]int64
+	unknownBytes int64
+	unknownPath  string
+
 	kick chan struct{}
 
 	queueLen atomic.Int64 // len(queue), for metrics
@@ -72,6 +81,10 @@ type tracker struct {
 	queue    []cid.Cid // plain pins to fetch, in the order they came
 	queued   map[cid.Cid]bool
 	doomed   map[string]bool // stored keys this peer's state no longer wants
+	// unknownDirty: unknown changed since it was saved; unknownSaid: what
+	// was logged about it last.
+	unknownDirty bool
+	unknownSaid  unknownSaid
 }
 
 // failure is a pin that could not be fetched. msg is interned: a million
@@ -97,9 +110,16 @@ const (
 	haveBatch = 4096
 )
 
-func newTracker(p *Peer) *tracker {
-	return &tracker{p: p, protected: map[string]time.Time{}, received: map[string]receivedShard{},
-		failed: map[cid.Cid]failure{}, fetching: map[cid.Cid]bool{}, queued: map[cid.Cid]bool{}, doomed: map[string]bool{}, kick: make(chan struct{}, 1)}
+// newTracker makes p's tracker. unknown are the stored keys p's state
+// does not know, as loadUnknown read them from unknownPath.
+func newTracker(p *Peer, unknown map[string]int64, unknownPath string) *tracker {
+	t := &tracker{p: p, protected: map[string]time.Time{}, received: map[string]receivedShard{},
+		failed: map[cid.Cid]failure{}, fetching: map[cid.Cid]bool{}, queued: map[cid.Cid]bool{}, doomed: map[string]bool{}, kick: make(chan struct{}, 1),
+		unknown: unknown, unknownPath: unknownPath}
+	for _, size := range unknown {
+		t.unknownBytes += size
+	}
+	return t
 }
 
 // receivedShard is a shard received for an add. seen says this peer's
@@ -273,7 +293,8 @@ func (t *tracker) round(ctx context.Context) {
 	st := t.p.cons.State()
 	keys, next, complete := st.Changes(t.since)
 	t.since = next
-	if !complete || len(waiters) > 0 || time.Since(t.lastFull) >= fullEvery {
+	walked := !complete || len(waiters) > 0 || time.Since(t.lastFull) >= fullEvery
+	if walked {
 		t.lastFull = time.Now()
 		if !t.full(ctx) {
 			t.since = 0 // interrupted: walk again next time
@@ -291,6 +312,7 @@ func (t *tracker) round(ctx context.Context) {
 		t.check(k)
 	}
 	t.purge(ctx)
+	t.tendUnknown(walked)
 	t.retryDue()
 	t.queueLen.Store(int64(len(t.queue)))
 	for _, w := range waiters {
@@ -324,8 +346,9 @@ func (t *tracker) purge(ctx context.Context) {
 		t.mu.Lock()
 		_, guarded := t.protected[k]
 		_, received := t.received[k]
+		_, unknown := t.unknown[k]
 		t.mu.Unlock()
-		if guarded || received {
+		if guarded || received || unknown {
 			continue
 		}
 		if err := t.p.store.Delete(k); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -388,8 +411,9 @@ func (t *tracker) full(ctx context.Context) bool {
 }
 
 // check reconciles one store key with the state: deletes it if stored,
-// unwanted here and unguarded; queues it if it is a part (a plain pin, a
-// shard, a cluster-DAG) this peer should hold and does not.
+// unwanted here, unguarded and known to the state; queues it if it is a
+// part (a plain pin, a shard, a cluster-DAG) this peer should hold and
+// does not. A wanted key the state did not know becomes its own.
 func (t *tracker) check(c cid.Cid) {
 	st, self, key := t.p.cons.State(), t.p.host.ID(), c.String()
 	if !st.Wants(c, self) {
@@ -397,13 +421,15 @@ func (t *tracker) check(c cid.Cid) {
 		delete(t.failed, c)
 		_, guarded := t.protected[key]
 		_, received := t.received[key]
+		_, unknown := t.unknown[key]
 		t.mu.Unlock()
-		if guarded || received || !t.p.store.HasShard(key) {
+		if guarded || received || unknown || !t.p.store.HasShard(key) {
 			return
 		}
 		t.doomed[key] = true // deleted once the leader agrees (purge)
 		return
 	}
+	t.adopt(key)
 	// A part that changed is tried now, even if it waits after a failure:
 	// a new op is the likeliest sign that something changed.
 	if part, ok := st.Part(c); ok && !t.holds(c, part.Kind) {

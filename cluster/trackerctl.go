@@ -138,6 +138,7 @@ func (p *Peer) serveTracker(ctx context.Context, _ peer.ID, req trackerReq) (any
 	}
 	rep.Queued, _ = p.tracker.load()
 	rep.Failures, rep.Failed = p.tracker.failures()
+	rep.Unknown, rep.UnknownBytes = p.tracker.unknownTotals()
 	return rep, nil
 }
 

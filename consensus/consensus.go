@@ -61,8 +61,9 @@ var _ p2p.Membership = (*Consensus)(nil)
 //	host.SetMembership(c)
 //	host.SetOnJoin(func(ctx context.Context, id peer.ID, _ []ma.Multiaddr) error { return c.AddPeer(ctx, id) })
 //
-// New restores the latest snapshot before returning, which for a large
-// pinset takes seconds of disk reads; it cannot be cancelled.
+// New first completes a ResetState that a crash interrupted
+// (FinishReset). It restores the latest snapshot before returning, which
+// for a large pinset takes seconds of disk reads; it cannot be cancelled.
 func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -72,6 +73,9 @@ func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 		logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
 	}
 	logger = logger.With("peer", host.ID().ShortString())
+	if err := FinishReset(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	dir := filepath.Join(cfg.DataDir, "raft")
 	walDir := filepath.Join(dir, "wal")
 	if err := os.MkdirAll(walDir, 0o700); err != nil {

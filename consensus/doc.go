@@ -31,8 +31,9 @@
 // With Raft stopped (package cluster holds the peer's lock), ReadState
 // replays a data directory into a State as Raft would on restart, and
 // ResetState replaces it with a given State and a configuration of one
-// peer, writing aside and swapping so that a failure changes nothing:
-// what `shoal state export` and `import` run (recover.go).
+// peer, writing aside and swapping so that a failure changes nothing and
+// a crash midway is completed by FinishReset (which New runs): what
+// `shoal state export` and `import` run (recover.go).
 //
 // Using it:
 //

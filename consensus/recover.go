@@ -21,12 +21,15 @@ import (
 
 // This file works on a peer's consensus data while Raft is not running
 // on it: reading the state the way Raft would restore it (ReadState),
-// replacing it with a state of a one-peer cluster (ResetState), and the
+// replacing it with a state of a one-peer cluster (ResetState) and
+// completing a replacement a crash interrupted (FinishReset), and the
 // check that refuses data in formats this build does not read
 // (checkFormats, which New runs too). The caller keeps any daemon off the
 // directory (package cluster holds the store's lock).
 
-// Layout of Config.DataDir, as New creates it.
+// Layout of Config.DataDir, as New creates it. The caller may keep files
+// of its own beside raft/ (package cluster's list of unknown shards):
+// they go with the data, and a ResetState's new data has none.
 const (
 	raftDir = "raft"
 	walDir  = "wal"
@@ -223,17 +226,29 @@ func snapshotVersion(snaps raft.SnapshotStore, id string) (v int, ok bool) {
 // ResetState replaces the consensus data in dataDir with state s and a
 // Raft configuration of self alone: started on it, Raft elects self and
 // others can join. It writes the new data beside dataDir, reads it back
-// (the same state, or it fails), and only then renames the old data to
-// dataDir.backup-TIME (returned) and the new data into place, so a failure
-// at any step leaves the old data as it was. dataDir need not exist.
+// (the same state, or it fails), and only then swaps it in: the old data
+// goes to dataDir.backup-TIME (returned), the new data into place. A
+// failure at any step leaves the old data as it was, and a crash during
+// the swap is completed by the next FinishReset (see there). dataDir need
+// not exist. Only Raft's data is written: files a caller keeps in dataDir
+// beside it stay with the backup.
 func ResetState(dataDir string, self peer.ID, s *State, now time.Time) (backup string, err error) {
+	return resetState(dataDir, self, s, now, nil)
+}
+
+// resetState is ResetState; crash, in tests, is asked at each step of the
+// swap and returning true stops there as a crash would (errCrashed).
+func resetState(dataDir string, self peer.ID, s *State, now time.Time, crash func(step string) bool) (backup string, err error) {
+	if err := finishReset(dataDir, nil); err != nil {
+		return "", fmt.Errorf("reset consensus state: %w", err)
+	}
 	parent, base := filepath.Dir(dataDir), filepath.Base(dataDir)
 	tmp, err := os.MkdirTemp(parent, base+".import-")
 	if err != nil {
 		return "", fmt.Errorf("reset consensus state: %w", err)
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && !errors.Is(err, errCrashed) {
 			_ = os.RemoveAll(tmp)
 		}
 	}()
@@ -247,28 +262,174 @@ func ResetState(dataDir string, self peer.ID, s *State, now time.Time) (backup s
 	if a, b := exportDigest(got), exportDigest(s); a != b {
 		return "", fmt.Errorf("reset consensus state: %s reads back as another state", tmp)
 	}
-	if _, err := os.Stat(dataDir); err == nil {
+	if exists(dataDir) {
 		stamp := now.UTC().Format("20060102T150405Z")
 		backup = filepath.Join(parent, base+".backup-"+stamp)
 		for n := 2; exists(backup); n++ {
 			backup = filepath.Join(parent, fmt.Sprintf("%s.backup-%s-%d", base, stamp, n))
 		}
-		if err := os.Rename(dataDir, backup); err != nil {
-			return "", fmt.Errorf("reset consensus state: move the old data aside: %w", err)
-		}
 	}
-	if err := os.Rename(tmp, dataDir); err != nil {
-		if backup != "" {
+	if err := writeIntent(dataDir, tmp, backup); err != nil {
+		return "", fmt.Errorf("reset consensus state: %w", err)
+	}
+	if crash != nil && crash("intent") {
+		return "", errCrashed
+	}
+	if err := finishReset(dataDir, crash); err != nil {
+		if errors.Is(err, errCrashed) {
+			return "", err
+		}
+		if !exists(tmp) && exists(dataDir) {
+			return backup, fmt.Errorf("reset consensus state: %w", err) // in place, not yet durable
+		}
+		// Undo, so that the old data is as it was.
+		if backup != "" && !exists(dataDir) {
 			if rerr := os.Rename(backup, dataDir); rerr != nil {
 				return "", fmt.Errorf("reset consensus state: %w; and putting the old data back failed: %v (it is in %s)", err, rerr, backup)
 			}
 		}
+		_ = os.Remove(intentPath(dataDir))
 		return "", fmt.Errorf("reset consensus state: %w", err)
 	}
-	if err := syncDir(parent); err != nil {
-		return backup, fmt.Errorf("reset consensus state: %w", err)
-	}
 	return backup, nil
+}
+
+// errCrashed: a test stopped resetState where a crash could.
+var errCrashed = errors.New("stopped as by a crash")
+
+// A reset swaps two directories with two renames, dataDir to its backup
+// and the new data to dataDir; between them no dataDir exists, and a
+// daemon started then would begin a new, empty cluster. So ResetState
+// first writes its intent durably beside dataDir (dataDir.reset), and
+// FinishReset, which New and package cluster run before they look at
+// dataDir, completes an interrupted swap:
+//
+//	intent written     new data and dataDir both there: move dataDir to the backup, the new data in
+//	old data aside     only the new data there: move it in
+//	new data in        the intent only is left: remove it
+//
+// The intent is a text file, "shoal-reset 1", then "new NAME" and
+// "backup NAME" (empty when there was no old data), names beside dataDir.
+const (
+	intentSuffix = ".reset"
+	intentHeader = "shoal-reset 1"
+)
+
+func intentPath(dataDir string) string { return dataDir + intentSuffix }
+
+// writeIntent records, durably, that next replaces dataDir, which goes to
+// backup ("" if there is no dataDir).
+func writeIntent(dataDir, next, backup string) error {
+	path := intentPath(dataDir)
+	backupName := ""
+	if backup != "" {
+		backupName = filepath.Base(backup)
+	}
+	text := fmt.Sprintf("%s\nnew %s\nbackup %s\n", intentHeader, filepath.Base(next), backupName)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = f.WriteString(text)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// readIntent returns the paths an intent names. Names must be of
+// directories beside dataDir that ResetState makes.
+func readIntent(dataDir string) (next, backup string, err error) {
+	path := intentPath(dataDir)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", "", err
+	}
+	parent, base := filepath.Dir(dataDir), filepath.Base(dataDir)
+	lines := strings.Split(string(b), "\n")
+	var nextName, backupName string
+	ok := len(lines) == 4 && lines[0] == intentHeader && lines[3] == ""
+	if ok {
+		nextName, ok = strings.CutPrefix(lines[1], "new ")
+	}
+	if ok {
+		backupName, ok = strings.CutPrefix(lines[2], "backup ")
+	}
+	ours := func(name, kind string) bool {
+		return strings.HasPrefix(name, base+kind) && !strings.ContainsRune(name, filepath.Separator)
+	}
+	switch {
+	case !ok:
+		return "", "", fmt.Errorf("%s is damaged (not %q and two names): remove it, after checking which of %s and its .import-* and .backup-* directories to keep", path, intentHeader, dataDir)
+	case !ours(nextName, ".import-"), backupName != "" && !ours(backupName, ".backup-"):
+		return "", "", fmt.Errorf("%s names directories that are not %s's: remove it, after checking which of them to keep", path, base)
+	}
+	next = filepath.Join(parent, nextName)
+	if backupName != "" {
+		backup = filepath.Join(parent, backupName)
+	}
+	return next, backup, nil
+}
+
+// FinishReset completes a ResetState of dataDir that a crash interrupted
+// (the table above), and does nothing if none was. The caller keeps Raft
+// and every other user off dataDir.
+func FinishReset(dataDir string) error {
+	if err := finishReset(dataDir, nil); err != nil {
+		return fmt.Errorf("complete the state import a crash interrupted in %s: %w", dataDir, err)
+	}
+	return nil
+}
+
+func finishReset(dataDir string, crash func(step string) bool) error {
+	next, backup, err := readIntent(dataDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case exists(next) && exists(dataDir):
+		if backup == "" || exists(backup) {
+			return fmt.Errorf("%s and %s both exist, and there is no free backup name to move the old data to", next, dataDir)
+		}
+		if err := os.Rename(dataDir, backup); err != nil {
+			return fmt.Errorf("move the old data aside: %w", err)
+		}
+		if crash != nil && crash("aside") {
+			return errCrashed
+		}
+		fallthrough
+	case exists(next):
+		if err := os.Rename(next, dataDir); err != nil {
+			return fmt.Errorf("move the new data into place: %w", err)
+		}
+	case !exists(dataDir) && backup != "" && exists(backup):
+		// The new data went (removed by hand): the old comes back.
+		if err := os.Rename(backup, dataDir); err != nil {
+			return fmt.Errorf("put the old data back: %w", err)
+		}
+	}
+	parent := filepath.Dir(dataDir)
+	if err := syncDir(parent); err != nil {
+		return err
+	}
+	if err := os.Remove(intentPath(dataDir)); err != nil {
+		return err
+	}
+	return syncDir(parent)
 }
 
 func exists(path string) bool {

@@ -167,6 +167,80 @@ func TestResetStateFailureKeepsOldData(t *testing.T) {
 	}
 }
 
+// TestResetStateCrash: a crash during ResetState's swap, after its intent
+// is written and between its two renames (when no data directory exists),
+// is completed by the next New: the peer starts with the new state, the
+// old one in the backup, and nothing left beside; so is one found by
+// FinishReset, which the state tools run. A crash before the intent
+// leaves the old data in place.
+func TestResetStateCrash(t *testing.T) {
+	for _, step := range []string{"intent", "aside"} {
+		t.Run(step, func(t *testing.T) {
+			p := newStoppedPeer(t, "solo")
+			old := goldenState(t)
+			if _, err := ResetState(p.dir, p.id(), old, t0); err != nil {
+				t.Fatal(err)
+			}
+			oldBytes := exportBytes(t, old)
+			s := exportGoldenState(t)
+			_, err := resetState(p.dir, p.id(), s, t0.Add(time.Hour), func(at string) bool { return at == step })
+			if !errors.Is(err, errCrashed) {
+				t.Fatalf("resetState stopped at %s: %v", step, err)
+			}
+			if _, err := os.Stat(p.dir); step == "aside" && !os.IsNotExist(err) {
+				t.Fatalf("stopped between the renames, %s is there (%v): not the window", p.dir, err)
+			}
+			p.start()
+			ctx := ctxT(t, 20*time.Second)
+			if l, err := p.c.WaitForLeader(ctx); err != nil || l != p.id() {
+				t.Fatalf("leader %s, %v; want itself", l, err)
+			}
+			sameState(t, p.c.State(), s)
+			p.stop()
+			backup := p.dir + ".backup-20261125T130000Z"
+			if got, _, err := ReadState(backup); err != nil || !bytes.Equal(exportBytes(t, got), oldBytes) {
+				t.Fatalf("backup %s does not hold the old state: %v", backup, err)
+			}
+			if ents, _ := filepath.Glob(p.dir + ".*"); len(ents) != 1 || ents[0] != backup {
+				t.Fatalf("beside the data: %v, want the backup only", ents)
+			}
+		})
+	}
+	t.Run("FinishReset", func(t *testing.T) {
+		p := newStoppedPeer(t, "solo")
+		s := exportGoldenState(t)
+		if _, err := resetState(p.dir, p.id(), s, t0, func(string) bool { return true }); !errors.Is(err, errCrashed) {
+			t.Fatal(err)
+		}
+		if _, _, err := ReadState(p.dir); !errors.Is(err, ErrNoState) {
+			t.Fatalf("before FinishReset, ReadState = %v; want ErrNoState", err)
+		}
+		if err := FinishReset(p.dir); err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := ReadState(p.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameState(t, got, s)
+		if err := FinishReset(p.dir); err != nil {
+			t.Fatalf("a second FinishReset: %v", err)
+		}
+	})
+	t.Run("damaged intent", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "consensus")
+		for _, text := range []string{"", "shoal-reset 2\nnew consensus.import-1\nbackup \n",
+			"shoal-reset 1\nnew ../etc\nbackup \n", "shoal-reset 1\nnew consensus.import-1\nbackup /tmp/x\n"} {
+			if err := os.WriteFile(dir+intentSuffix, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := FinishReset(dir); err == nil || !strings.Contains(err.Error(), dir+intentSuffix) {
+				t.Errorf("FinishReset with intent %q = %v; want an error naming the file", text, err)
+			}
+		}
+	})
+}
+
 // TestNewRefusesUnknownFormats: a peer whose data holds a snapshot or a
 // log entry in a format newer than it reads refuses to start, saying why,
 // rather than skip it and run with another state; so does ReadState.

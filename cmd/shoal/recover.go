@@ -48,9 +48,10 @@ func newSyncCmd(g *apiFlags) *cobra.Command {
 		Short: "Make every peer's tracker compare the whole state with its store now",
 		Long: `Sync makes each peer's tracker walk the whole pinset and its whole store now (it
 otherwise looks only at what changed, and walks everything every 10 minutes): it queues
-what is missing and deletes what nothing wants. It prints, per peer, what waits to be
-fetched and what fails. With --local only the answering peer walks. Exit status 1 when
-some peer could not be asked.`,
+what is missing and deletes what nothing wants. Shards its state does not know (stored
+before the state began: docs/state.md) it keeps. It prints, per peer, what waits to be
+fetched, what fails and the unknown shards it keeps. With --local only the answering
+peer walks. Exit status 1 when some peer could not be asked.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.client()
@@ -101,6 +102,12 @@ func printReports(w io.Writer, reps []api.TrackerReport, asJSON, retried bool) e
 		for _, r := range reps {
 			for _, f := range r.Failures {
 				if _, err := fmt.Fprintf(w, "%s: %s: %s\n", orDash(r.Name), f.CID, f.Error); err != nil {
+					return err
+				}
+			}
+			if r.Unknown > 0 {
+				if _, err := fmt.Fprintf(w, "%s: keeps %s (%d bytes) its state does not know; \"shoal state prune\" on the stopped peer deletes them\n",
+					orDash(r.Name), count(r.Unknown, "shard"), r.UnknownBytes); err != nil {
 					return err
 				}
 			}

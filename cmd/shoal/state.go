@@ -19,16 +19,13 @@ import (
 )
 
 func newStateCmd() *cobra.Command {
-	return groupCmd("state", "Export, import or clean up a stopped peer's consensus state",
-		newStateExportCmd(), newStateImportCmd(), newStateCleanupCmd())
+	return groupCmd("state", "Export, import or clean up a stopped peer's consensus state, or prune the shards it does not know",
+		newStateExportCmd(), newStateImportCmd(), newStateCleanupCmd(), newStatePruneCmd())
 }
 
 // openOffline opens --repo for a state tool, with the daemon kept off it.
 func openOffline(repo string) (*cluster.Offline, error) {
-	if repo == "" {
-		repo = config.DefaultDir()
-	}
-	return cluster.OpenOffline(repo)
+	return cluster.OpenOffline(repoOf(repo))
 }
 
 func newStateExportCmd() *cobra.Command {
@@ -97,7 +94,9 @@ cluster: "shoal daemon" then starts it as a one-peer cluster, which other
 peers join with --bootstrap. --rmin and --rmax, given together, set the
 replication factors of every pin. The new data is written beside the old
 and checked before it takes its place; the old consensus data is kept in
-a consensus.backup-TIME directory. Identity, config and shards stay.
+a consensus.backup-TIME directory. Identity, config and shards stay; the
+daemon keeps the shards the new state does not name ("shoal state prune"
+deletes them).
 
 It asks for confirmation on the terminal unless --force is given.`,
 		Args: oneArg("FILE"),
@@ -165,7 +164,9 @@ func newStateCleanupCmd() *cobra.Command {
 membership) of the peer in --repo, whose daemon must be stopped. Its
 identity, config and stored shards stay. Started again, the daemon forms a
 new one-peer cluster with an empty pinset, or joins a cluster with
---bootstrap. Export the state first if it may be needed.
+--bootstrap; it keeps the stored shards that the new state does not know
+rather than delete them, until a state names them or "shoal state prune"
+deletes them. Export the state first if it may be needed.
 
 It asks for confirmation on the terminal unless --force is given.`,
 		Args: noArgs,
@@ -189,7 +190,8 @@ It asks for confirmation on the terminal unless --force is given.`,
 			if err := off.Cleanup(); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed the consensus data of peer %s; its daemon now starts with an empty state\n", off.ID())
+			fmt.Fprintf(cmd.OutOrStdout(), "removed the consensus data of peer %s; its daemon now starts with an empty state\n"+
+				"its shards stay: the daemon keeps those the new state does not know, and \"shoal state prune\" deletes them\n", off.ID())
 			return nil
 		},
 	}
@@ -197,6 +199,78 @@ It asks for confirmation on the terminal unless --force is given.`,
 	fl.StringVar(&repo, "repo", "", "peer directory (default $SHOAL_PATH, else ~/.shoal)")
 	fl.BoolVar(&force, "force", false, "do not ask for confirmation")
 	return cmd
+}
+
+func newStatePruneCmd() *cobra.Command {
+	var (
+		repo          string
+		force, dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Delete the stored shards a stopped peer's state does not know",
+		Long: `Prune deletes, from the store of the peer in --repo, whose daemon must be
+stopped, the shards its consensus state does not know: those the store held
+when the state began (after "shoal state cleanup" or "import", or on
+joining another cluster) that the state has not claimed since. The daemon
+keeps such shards, and reports them in its log and in "shoal sync", rather
+than delete data that a new or empty state knows nothing of; "shoal state
+import" of a state that names them makes them the state's again. With
+--dry-run it lists them (key and bytes) and deletes nothing.
+
+It asks for confirmation on the terminal unless --force is given.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			off, err := openOffline(repo)
+			if err != nil {
+				return err
+			}
+			defer off.Close()
+			shards, err := off.UnknownShards()
+			if err != nil {
+				return err
+			}
+			var size int64
+			for _, sh := range shards {
+				size += sh.Size
+			}
+			what := fmt.Sprintf("%s (%d bytes)", count(len(shards), "shard"), size)
+			switch {
+			case len(shards) == 0:
+				fmt.Fprintf(cmd.OutOrStdout(), "peer %s stores no shard its state does not know; nothing to delete\n", off.ID())
+				return nil
+			case dryRun:
+				for _, sh := range shards {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %d\n", sh.Key, sh.Size)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "peer %s stores %s that its state does not know; prune without --dry-run deletes them\n", off.ID(), what)
+				return nil
+			case !force:
+				q := fmt.Sprintf("Delete the %s that peer %s in %s stores and its state does not know?", what, off.ID(), repoOf(repo))
+				if err := confirm(cmd, q, "prune"); err != nil {
+					return err
+				}
+			}
+			if err := off.DeleteUnknown(shards); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted %s that the state of peer %s does not know\n", what, off.ID())
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&repo, "repo", "", "peer directory (default $SHOAL_PATH, else ~/.shoal)")
+	fl.BoolVar(&force, "force", false, "do not ask for confirmation")
+	fl.BoolVar(&dryRun, "dry-run", false, "list the shards (key and bytes) and delete nothing")
+	return cmd
+}
+
+// repoOf is the directory --repo names.
+func repoOf(repo string) string {
+	if repo == "" {
+		return config.DefaultDir()
+	}
+	return repo
 }
 
 // readExportFile reads and checks the export in file ("-": stdin).

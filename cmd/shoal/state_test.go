@@ -222,9 +222,10 @@ func TestStateExportImportCleanup(t *testing.T) {
 	}
 
 	// Cleanup: the peer starts with an empty state; identity and shards stay.
-	stored := c.storedBytes(0)
+	stored, keys := c.storedBytes(0), c.keysOf(0)
 	r = run(t, nil, "state", "cleanup", "--repo", src.repo, "--force")
-	if r.code != 0 || r.stdout != fmt.Sprintf("removed the consensus data of peer %s; its daemon now starts with an empty state\n", c.peerID(0)) {
+	if r.code != 0 || r.stdout != fmt.Sprintf("removed the consensus data of peer %s; its daemon now starts with an empty state\n"+
+		"its shards stay: the daemon keeps those the new state does not know, and \"shoal state prune\" deletes them\n", c.peerID(0)) {
 		t.Fatalf("cleanup: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if _, err := os.Stat(filepath.Join(src.repo, "consensus")); !os.IsNotExist(err) {
@@ -244,6 +245,79 @@ func TestStateExportImportCleanup(t *testing.T) {
 	}
 	if id := c.peerID(0); id == "" {
 		t.Fatal("no identity after cleanup")
+	}
+	c.keepsUnknown(0, keys, stored)
+}
+
+// keepsUnknown checks issue 14's report on peer i, just started on a new
+// state that knows none of keys (stored bytes in all): the daemon keeps
+// every one through the rounds that used to delete them all, says so in
+// its log and in sync, deletes what the new state stored and dropped, and
+// "state prune" on the stopped peer deletes the unknown shards.
+func (c *testCluster) keepsUnknown(i int, keys []string, stored int64) {
+	t := c.t
+	t.Helper()
+	p := c.peers[i]
+	// A round of the new state's own: a plain add, unpinned again, is
+	// deleted as before.
+	added := strings.TrimSpace(c.shoal(i, strings.NewReader("known to the new state"), "add", "-Q", "-").stdout)
+	c.shoal(i, nil, "pin", "rm", added)
+	eventually(t, 10*time.Second, func() error {
+		if got := c.keysOf(i); !slices.Equal(got, keys) {
+			return fmt.Errorf("%s stores %v, want the %d unknown shards %v", p.name, got, len(keys), keys)
+		}
+		return nil
+	})
+	// sync returns after a round that walked the whole state and store:
+	// the round that deleted them all before.
+	var reps []struct {
+		Unknown      int   `json:"unknown"`
+		UnknownBytes int64 `json:"unknown_bytes"`
+	}
+	if out := c.shoal(i, nil, "sync", "--local", "--json").stdout; json.Unmarshal([]byte(out), &reps) != nil ||
+		len(reps) != 1 || reps[0].Unknown != len(keys) || reps[0].UnknownBytes != stored {
+		t.Fatalf("sync --local --json: %s; want %d unknown shards of %d bytes", out, len(keys), stored)
+	}
+	time.Sleep(2 * time.Second) // two more rounds, a second apart
+	if got := c.keysOf(i); !slices.Equal(got, keys) || c.storedBytes(i) != stored {
+		t.Fatalf("%s stores %v (%d bytes), want every unknown shard %v (%d bytes)", p.name, got, c.storedBytes(i), keys, stored)
+	}
+	wantLog := fmt.Sprintf("keeping %d shards (", len(keys))
+	if n := strings.Count(p.log.String(), wantLog); n != 1 {
+		t.Fatalf("%s logged %q %d times, want once:\n%s", p.name, wantLog, n, p.log)
+	}
+	if out := c.shoal(i, nil, "sync", "--local").stdout; !strings.Contains(out,
+		fmt.Sprintf("%s: keeps %d shards (%d bytes) its state does not know; \"shoal state prune\" on the stopped peer deletes them\n", p.name, len(keys), stored)) {
+		t.Fatalf("sync --local does not report the unknown shards:\n%s", out)
+	}
+	c.stop(i)
+
+	r := run(t, nil, "state", "prune", "--repo", p.repo, "--dry-run")
+	if r.code != 0 || strings.Count(r.stdout, "\n") != len(keys) || !strings.Contains(r.stderr, fmt.Sprintf("%d shards (%d bytes)", len(keys), stored)) {
+		t.Fatalf("prune --dry-run: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	for _, k := range keys {
+		if !strings.Contains(r.stdout, k+" ") {
+			t.Fatalf("prune --dry-run does not list %s:\n%s", k, r.stdout)
+		}
+	}
+	if r := run(t, nil, "state", "prune", "--repo", p.repo); r.code != 1 ||
+		r.stderr != "shoal: state prune needs confirmation, and stdin is not a terminal; add --force to go ahead without it\n" {
+		t.Fatalf("prune without a terminal: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got := c.keysOf(i); !slices.Equal(got, keys) {
+		t.Fatalf("a dry run or a refused prune deleted shards: %v, want %v", got, keys)
+	}
+	r = run(t, nil, "state", "prune", "--repo", p.repo, "--force")
+	if want := fmt.Sprintf("deleted %d shards (%d bytes) that the state of peer %s does not know\n", len(keys), stored, c.peerID(i)); r.code != 0 || r.stdout != want {
+		t.Fatalf("prune: exit %d, stdout %q, stderr %q; want %q", r.code, r.stdout, r.stderr, want)
+	}
+	if got := c.keysOf(i); len(got) != 0 {
+		t.Fatalf("after prune %s stores %v", p.name, got)
+	}
+	if r := run(t, nil, "state", "prune", "--repo", p.repo, "--force"); r.code != 0 ||
+		r.stdout != fmt.Sprintf("peer %s stores no shard its state does not know; nothing to delete\n", c.peerID(i)) {
+		t.Fatalf("second prune: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
 
