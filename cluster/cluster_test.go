@@ -129,6 +129,9 @@ func startTestPeerOpts(t *testing.T, i int, boot []ma.Multiaddr, tweak func(i in
 	if _, err := config.Init(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
+	if beforeStart != nil {
+		beforeStart(t, i, dir)
+	}
 	opts := Options{Bootstrap: boot, Logger: testLogger(t, i)}
 	if tweakOpts != nil {
 		tweakOpts(i, &opts)
@@ -140,6 +143,10 @@ func startTestPeerOpts(t *testing.T, i int, boot []ma.Multiaddr, tweak func(i in
 	t.Cleanup(func() { p.Close() })
 	return p
 }
+
+// beforeStart, when set, runs on each test peer's initialised directory
+// before the peer starts (TestShedOnFullDisk mounts a small store).
+var beforeStart func(t *testing.T, i int, dir string)
 
 func waitFor(t *testing.T, d time.Duration, fn func() error) {
 	t.Helper()

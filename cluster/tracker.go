@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unique"
 
@@ -649,10 +650,60 @@ func (t *tracker) fetch(ctx context.Context, c cid.Cid, get func() error) bool {
 	}
 	t.mu.Unlock()
 	if err != nil && ctx.Err() == nil {
-		t.fail(c, err.Error())
-		t.p.log("pin %s: %v", c, err)
+		msg := err.Error()
+		if errors.Is(err, syscall.ENOSPC) {
+			msg = "this peer's disk is full: " + msg
+		}
+		t.fail(c, msg)
+		t.p.log("pin %s: %s", c, msg)
+		if errors.Is(err, syscall.ENOSPC) {
+			t.shed(ctx, c)
+		}
 	}
 	return err == nil
+}
+
+// shed gives up this peer's allocation of part c, which its full disk
+// cannot take, when the part's other holders have it pinned at least rmin
+// times: the allocator chose this peer on room it no longer has (a disk
+// filled by something else), and the part would otherwise wait here in
+// pin_error for good. Below rmin it stays, for the repairer or an
+// operator: dropping it would leave the part short.
+func (t *tracker) shed(ctx context.Context, c cid.Cid) {
+	st, self := t.p.cons.State(), t.p.host.ID()
+	part, ok := st.Part(c)
+	if !ok || !slices.Contains(part.Holders, self) {
+		return
+	}
+	pin, ok := st.Get(part.Root)
+	if !ok || pin.RMin == consensus.Everywhere || pin.RMax == consensus.Everywhere {
+		return
+	}
+	others := slices.DeleteFunc(slices.Clone(part.Holders), func(id peer.ID) bool { return id == self })
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	pinned := 0
+	for _, id := range others {
+		req := statusReq{Shards: []string{c.String()}}
+		if part.Kind == consensus.PartPlain {
+			req = statusReq{CIDs: []string{c.String()}}
+		}
+		var out map[string]api.PeerStatus
+		if err := t.p.call(ctx, id, protoStatus, req, &out); err == nil && out[c.String()].Status == api.StatusPinned {
+			pinned++
+		}
+	}
+	if pinned < max(pin.RMin, 1) {
+		t.p.log("pin %s: this peer's disk is full and %d other holders have it, below rmin %d: it stays allocated here", c, pinned, pin.RMin)
+		return
+	}
+	err := t.p.cons.Commit(ctx, consensus.ReallocOp(part.Root, c, part.Holders, others, time.Now().UTC()))
+	switch {
+	case err == nil:
+		t.p.log("pin %s: this peer's disk is full and %d other holders have it (rmin %d): gave up its allocation here", c, pinned, pin.RMin)
+	case !errors.Is(err, consensus.ErrStale):
+		t.p.log("pin %s: give up its allocation on a full disk: %v", c, err)
+	}
 }
 
 // copyPart copies shard or cluster-DAG c from the first of its holders
