@@ -18,7 +18,11 @@ import (
 // store under its CID, checking every block: a shard's list against its
 // CID, each data block against its CID and its place in the list (the
 // read protocol, /shoal/read/1), a cluster-DAG's list nodes against
-// theirs. The copy is committed only when complete.
+// theirs. Only what was checked is stored: a shard's list nodes are those
+// the walk from its root hashed (openRemoteShard refuses a holder that
+// sends any other frame), a cluster-DAG's those its walk fetched one by
+// one. The copy is committed only when complete; on any error nothing of
+// it stays, and the caller tries the next holder.
 func (p *Peer) copyPart(ctx context.Context, src peer.ID, part consensus.Part, c cid.Cid) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -31,7 +35,7 @@ func (p *Peer) copyPart(ctx context.Context, src peer.ID, part consensus.Part, c
 	case consensus.PartShard:
 		sc, err := p.openRemoteShard(ctx, src, part.Shard)
 		if err != nil {
-			return err
+			return fmt.Errorf("copy shard %s from %s: %w", c, src, err)
 		}
 		defer sc.close()
 		for i, want := range sc.items {
@@ -52,7 +56,7 @@ func (p *Peer) copyPart(ctx context.Context, src peer.ID, part consensus.Part, c
 		if _, err := sc.next(); !errors.Is(err, io.EOF) {
 			return fmt.Errorf("copy shard %s from %s: it did not end after %d blocks: %v", c, src, len(sc.items), err)
 		}
-		for _, n := range sc.lists {
+		for _, n := range sc.lists { // hashed, each where the tree names it
 			if err := w.Put(n); err != nil {
 				return err
 			}

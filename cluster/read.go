@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -82,6 +83,14 @@ import (
 //
 // each block framed as uvarint(len(cid)) cid uvarint(len(data)) data, with
 // the fetch protocol's limits (CID <= 128 bytes, block <= 8 MiB).
+//
+// The list frames are exactly the nodes a walk of the shard's tree from
+// its root visits, in that order, a node as often as the tree names it.
+// The reader refuses a holder that sends anything else (a frame the tree
+// does not name, a copy too many, two different nodes under one CID) and
+// goes on to the next: the walk hashes one copy of each node, so another
+// frame would be unverified, and a repair copy (copyPart) stores the
+// walk's nodes and nothing else.
 //
 // The server does not hash the shard blocks it sends
 // (store.OpenShardUnchecked): the reader hashes every block it receives
@@ -221,8 +230,9 @@ type shardCopy struct {
 	// is valid until the next call.
 	next  func() (dag.Block, error)
 	close func()
-	// lists are the list node blocks, in the order the holder sent them
-	// (remote copies only).
+	// lists are the list node blocks, each hashed against its CID, in the
+	// order a walk from the root visits them, a node as often as the tree
+	// names it (remote copies only; see openRemoteShard).
 	lists []dag.Block
 }
 
@@ -400,6 +410,13 @@ func listLimit(n uint64) uint64 { return (n+n/64+64)*(maxCIDLen+16) + 64<<10 }
 
 // openRemoteShard asks from for sh: its list first, checked against sh.CID,
 // then its data blocks one by one through next.
+//
+// The list frames must be exactly the nodes a walk of the tree from sh.CID
+// visits, each as often as the tree names it (the read server sends them
+// so), every copy of a node byte for byte the same: a frame the tree does
+// not name, one copy too many or two different nodes under one CID fail
+// the copy, since they would be stored unverified (the walk hashes each
+// node once). The copy's lists are the walk's nodes, each one hashed.
 func (p *Peer) openRemoteShard(ctx context.Context, from peer.ID, sh consensus.Shard) (_ *shardCopy, err error) {
 	s, br, err := p.openRead(ctx, from, "shard", sh.CID)
 	if err != nil {
@@ -412,8 +429,13 @@ func (p *Peer) openRemoteShard(ctx context.Context, from peer.ID, sh consensus.S
 			closeFn()
 		}
 	}()
-	nodes := map[string][]byte{}
-	var lists []dag.Block
+	type sentNode struct {
+		c            cid.Cid
+		data         []byte
+		sent, walked int
+	}
+	nodes := map[string]*sentNode{}
+	var order []*sentNode // as sent, so that an error names the first culprit
 	var total uint64
 	limit := listLimit(sh.Blocks)
 	for {
@@ -428,17 +450,41 @@ func (p *Peer) openRemoteShard(ctx context.Context, from peer.ID, sh consensus.S
 		if total += uint64(c.ByteLen() + len(data)); total > limit {
 			return nil, fmt.Errorf("the list of shard %s takes more than %d bytes, too many for %d blocks", sh.CID, limit, sh.Blocks)
 		}
-		nodes[c.KeyString()] = data
-		lists = append(lists, dag.Block{CID: c, Data: data})
-	}
-	items, err := shard.ReadList(sh.CID, shard.KindShard, func(c cid.Cid) ([]byte, error) {
-		if data, ok := nodes[c.KeyString()]; ok {
-			return data, nil
+		if n := nodes[c.KeyString()]; n != nil {
+			if !bytes.Equal(n.data, data) {
+				return nil, fmt.Errorf("the holder sent two different list nodes named %s", c)
+			}
+			n.sent++
+			continue
 		}
-		return nil, errors.New("the holder did not send it")
+		n := &sentNode{c: c, data: data, sent: 1}
+		nodes[c.KeyString()] = n
+		order = append(order, n)
+	}
+	var lists []dag.Block
+	items, err := shard.ReadList(sh.CID, shard.KindShard, func(c cid.Cid) ([]byte, error) {
+		n := nodes[c.KeyString()]
+		if n == nil {
+			return nil, errors.New("the holder did not send it")
+		}
+		// Walked at most as often as sent: this also bounds the walk of
+		// a tree that names one node many times.
+		if n.walked++; n.walked > n.sent {
+			return nil, fmt.Errorf("the list names it more often than the holder sent it (%d)", n.sent)
+		}
+		lists = append(lists, dag.Block{CID: c, Data: n.data}) // hashed by ReadList before it returns
+		return n.data, nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, n := range order {
+		switch {
+		case n.walked == 0:
+			return nil, fmt.Errorf("the holder sent list node %s, which the shard's list does not name", n.c)
+		case n.walked != n.sent:
+			return nil, fmt.Errorf("the holder sent list node %s %d times, the shard's list names it %d times", n.c, n.sent, n.walked)
+		}
 	}
 	h := newHashAhead(func(buf []byte) (dag.Block, int, error) {
 		_ = s.SetReadDeadline(time.Now().Add(readIdleTimeout))

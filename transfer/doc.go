@@ -45,7 +45,8 @@
 //	  |   uvarint(size) uvarint(blocks)                   |
 //	  |   uvarint(offset) uvarint(length)                 |
 //	  |   uvarint(#nodes) #nodes x block frame     ---->  | list tree names exactly the
-//	  |   (list nodes, children first, root last)         | blocks received, in order? size
+//	  |   (list nodes, children first, root last)         | blocks received, in order? each
+//	  |                                                   | node hashed, copies identical? size
 //	  |                                                   | and count right? Put the nodes,
 //	  |                                                   | Commit (fdatasync, rename)
 //	  | <----  answer: status 0 (stored) | 1 + reason     |
@@ -57,6 +58,20 @@
 // closes the stream, and the sender, which reads answers on a goroutine of
 // its own, resets it. A shard's size is counted as shard.Info.Size counts
 // it: the CAR sections (varint, CID, data) of its blocks and list nodes.
+//
+// What the receiver confirms passes its own store.Verify: every section
+// hashes to its CID. Each block is hashed as it arrives. The list nodes
+// are the nodes of the tree under the root, each sent exactly as often as
+// the tree names it (identical runs of blocks give identical nodes): the
+// walk from the root hashes one copy of each, and every other copy must be
+// the same bytes, or the shard is refused ("node ... was sent twice with
+// different bytes"); a node the tree does not name is refused too. A block
+// may come more than once (the list names each occurrence, and readers
+// stream a shard in stored order); a repeated block is hashed like any
+// other, so its copies are identical. Duplicates are stored as sent, as
+// the sender's own copy stores them, so that a receiver's file is the
+// sender's, byte for byte (a store holding a shard under its key commits
+// another copy only if it is the same file, else store.ErrExists).
 //
 // Limits on everything a receiver reads, so that a hostile member can make
 // it allocate or write only bounded amounts: a CID is at most 128 bytes, a

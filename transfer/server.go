@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -278,6 +279,9 @@ func (s *Server) receive(fr *frameReader, maxSize int64, from peer.ID) (_ shard.
 			return shard.Info{}, err
 		}
 	}
+	// Every node, duplicates included (identical, checkList made sure),
+	// as sent: the sender's own copy stores them so, and two copies of a
+	// shard in one store must be the same file (Commit's ErrExists).
 	for _, n := range nodes {
 		if err := w.Put(n); err != nil {
 			return shard.Info{}, fmt.Errorf("store: %w", err)
@@ -369,6 +373,12 @@ func readEnd(fr *frameReader, blocks int, addSize func(cl, dl int) error) (shard
 // checkList checks that the list tree under root, made of exactly nodes,
 // names blocks blocks whose CID digest is want: the blocks received, in
 // order.
+//
+// On success every node hashes to its CID: the walk hashes the first copy
+// of each (shard.ReadList), every node sent is walked, and every further
+// copy is the first's bytes. With the data blocks, each hashed as it
+// arrives, that makes every section of the shard match its CID, which is
+// what store.Verify checks besides the file's structure (the Writer's).
 func checkList(root cid.Cid, nodes []dag.Block, blocks int, want [sha256.Size]byte) error {
 	type node struct {
 		data         []byte
@@ -377,10 +387,15 @@ func checkList(root cid.Cid, nodes []dag.Block, blocks int, want [sha256.Size]by
 	byKey := make(map[string]*node, len(nodes))
 	for _, n := range nodes {
 		k := n.CID.KeyString()
-		if byKey[k] == nil {
-			byKey[k] = &node{data: n.Data}
+		switch m := byKey[k]; {
+		case m == nil:
+			byKey[k] = &node{data: n.Data, sent: 1}
+		case !bytes.Equal(m.data, n.Data):
+			// The walk reads one copy: another would be stored unhashed.
+			return fmt.Errorf("shard list: node %s was sent twice with different bytes", n.CID)
+		default:
+			m.sent++
 		}
-		byKey[k].sent++
 	}
 	// A shard with no blocks is a file's cluster-DAG: its list nodes are
 	// the whole content, a tree of kind "cluster" naming shard roots that

@@ -219,6 +219,11 @@ func FuzzReceive(f *testing.F) {
 	good = rawEnd(good, info, nodes)
 	f.Add(good)
 	f.Add(good[:len(good)-3])
+	// The security review's stream: root {L, L}, the blocks twice, L sent
+	// genuine then with other bytes; it was confirmed and failed Verify.
+	twice, tinfo, tnodes := twiceShard(f, rng)
+	tnodes = []dag.Block{tnodes[0], {CID: tnodes[0].CID, Data: bogus(f, twice)}, tnodes[2]}
+	f.Add(append(rawHeader(1, 1<<20), stream(twice, fixSize(tinfo, twice, tnodes), tnodes)...))
 	f.Add(rawHeader(1, 10))
 	f.Add([]byte{1, 0, 0})
 	dir := f.TempDir()
