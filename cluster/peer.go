@@ -151,6 +151,14 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	if p.cons, err = consensus.New(p.host, ccfg); err != nil {
 		return nil, err
 	}
+	// Started on its data: old states that imports left can go.
+	if gone, err := consensus.PruneBackups(ccfg.DataDir, cfg.Consensus.BackupsRetained); err != nil {
+		p.log("%v", err)
+	} else {
+		for _, g := range gone {
+			p.log("deleted the old consensus backup %s (consensus.backups_retained %d)", g, cfg.Consensus.BackupsRetained)
+		}
+	}
 	p.host.SetMembership(p.cons)
 	p.loadPeerstore()
 	p.host.SetOnJoin(func(ctx context.Context, id peer.ID, addrs []ma.Multiaddr) error {

@@ -182,6 +182,10 @@ type Consensus struct {
 	SnapshotThreshold uint64   `json:"snapshot_threshold"`
 	SnapshotsRetained int      `json:"snapshots_retained"`
 	TrailingLogs      uint64   `json:"trailing_logs"`
+	// BackupsRetained: the consensus.backup-TIME directories that state
+	// import and cleanup leave, each a whole Raft state, beyond the newest
+	// this many are deleted once the daemon has started with the new one.
+	BackupsRetained int `json:"backups_retained"`
 	// Voters caps the voting peers; peers beyond it join as non-voters.
 	Voters int `json:"voters"`
 	// PromoteAfter: a voter unreachable this long is replaced by a live
@@ -251,7 +255,10 @@ func Default() Config {
 			// hashicorp/raft's: ~2 MB of log lets a follower away for
 			// ~10^4 pins catch up without a whole-pinset transfer.
 			TrailingLogs: 10240,
-			Voters:       3,
+			// The states of the last three imports or cleanups: enough
+			// to undo a mistake found late, not a growing pile.
+			BackupsRetained: 3,
+			Voters:          3,
 			// Long enough to ride out a restart, short enough that a dead
 			// voter does not leave the quorum one failure from loss for
 			// long.
@@ -358,6 +365,8 @@ func (c Consensus) validateRetention() error {
 		return fmt.Errorf("config: consensus trailing_logs %d exceeds %d", c.TrailingLogs, maxEntries)
 	case c.SnapshotsRetained < 1 || c.SnapshotsRetained > 100:
 		return fmt.Errorf("config: consensus snapshots_retained %d is not in 1..100", c.SnapshotsRetained)
+	case c.BackupsRetained < 0 || c.BackupsRetained > 100:
+		return fmt.Errorf("config: consensus backups_retained %d is not in 0..100", c.BackupsRetained)
 	}
 	return nil
 }

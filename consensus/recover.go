@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -498,4 +499,32 @@ func syncDir(dir string) error {
 		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// PruneBackups deletes the dataDir.backup-* directories ResetState left
+// but the newest keep (by their time stamps), and returns what it deleted.
+// Call it once a peer has started on its current data: a backup is what
+// an operator falls back to if the new state turns out wrong.
+func PruneBackups(dataDir string, keep int) ([]string, error) {
+	parent, base := filepath.Split(filepath.Clean(dataDir))
+	ents, err := os.ReadDir(filepath.Clean(parent))
+	if err != nil {
+		return nil, fmt.Errorf("prune consensus backups: %w", err)
+	}
+	var backups []string
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), base+".backup-") {
+			backups = append(backups, e.Name())
+		}
+	}
+	slices.Sort(backups) // the stamps sort in time order
+	var deleted []string
+	for _, b := range backups[:max(len(backups)-keep, 0)] {
+		path := filepath.Join(parent, b)
+		if err := os.RemoveAll(path); err != nil {
+			return deleted, fmt.Errorf("prune consensus backups: %w", err)
+		}
+		deleted = append(deleted, path)
+	}
+	return deleted, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -424,4 +425,37 @@ func BenchmarkCheckFormats(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n), "entries")
+}
+
+// TestPruneBackups keeps the newest backups by their stamps, and touches
+// nothing else beside the data directory.
+func TestPruneBackups(t *testing.T) {
+	parent := t.TempDir()
+	data := filepath.Join(parent, "consensus")
+	names := []string{"consensus.backup-20261201T000000Z", "consensus.backup-20261203T000000Z",
+		"consensus.backup-20261203T000000Z-2", "consensus.backup-20261202T000000Z", "consensus", "consensus.import-x", "other.backup-1"}
+	for _, n := range names {
+		if err := os.MkdirAll(filepath.Join(parent, n, "raft"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, err := PruneBackups(data, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(parent, "consensus.backup-20261201T000000Z"), filepath.Join(parent, "consensus.backup-20261202T000000Z")}
+	if !slices.Equal(gone, want) {
+		t.Fatalf("deleted %v, want %v", gone, want)
+	}
+	ents, _ := os.ReadDir(parent)
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if want := []string{"consensus", "consensus.backup-20261203T000000Z", "consensus.backup-20261203T000000Z-2", "consensus.import-x", "other.backup-1"}; !slices.Equal(left, want) {
+		t.Fatalf("left %v, want %v", left, want)
+	}
+	if gone, err := PruneBackups(data, 0); err != nil || len(gone) != 2 {
+		t.Fatalf("keep 0: deleted %v, %v", gone, err)
+	}
 }
