@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -204,7 +205,9 @@ func writeZeros(path string, n int64) error {
 	buf := make([]byte, 1<<20)
 	for n > 0 {
 		k := min(n, int64(len(buf)))
-		if _, err := f.Write(buf[:k]); err != nil {
+		if _, err := f.Write(buf[:k]); errors.Is(err, syscall.ENOSPC) {
+			break // the store filled up meanwhile: full is the point
+		} else if err != nil {
 			f.Close()
 			return err
 		}
