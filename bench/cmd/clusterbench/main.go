@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -83,12 +82,9 @@ func run(ctx context.Context, args []string) error {
 	if fl.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fl.Arg(0))
 	}
-	for _, s := range strings.Split(*clients, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return fmt.Errorf("-clients %q: want positive counts", *clients)
-		}
-		o.clients = append(o.clients, n)
+	var err error
+	if o.clients, err = bench.ParseCounts("clients", *clients); err != nil {
+		return err
 	}
 	for _, s := range strings.Split(*modeList, ",") {
 		m, ok := modes[strings.TrimSpace(s)]
@@ -110,24 +106,12 @@ func run(ctx context.Context, args []string) error {
 			o.shoal = append(o.shoal, variant{name: name, path: abs})
 		}
 	}
-	if *cons != "" {
-		o.consensus = map[string]any{}
-		for _, kv := range strings.Split(*cons, ",") {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				return fmt.Errorf("-consensus %q: want key=value pairs", *cons)
-			}
-			if n, err := strconv.Atoi(v); err == nil {
-				o.consensus[k] = n
-			} else {
-				o.consensus[k] = v
-			}
-		}
+	if o.consensus, err = bench.ParseOverrides("consensus", *cons); err != nil {
+		return err
 	}
 	if o.pins < 1 || o.runs < 0 || o.state < 0 || o.stateClients < 1 || o.samples < 1 {
 		return errors.New("-pins, -state-clients and -samples must be at least 1, -runs and -state at least 0")
 	}
-	var err error
 	if o.dir, err = filepath.Abs(o.dir); err != nil {
 		return err
 	}

@@ -3,9 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
-	"maps"
 	"runtime"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,14 +34,7 @@ func (r *runner) report(w io.Writer, rows []*row, st *stateResult, snap *snapRes
 	case rev != "":
 		fmt.Fprintf(w, "shoal:   built from ./cmd/shoal of tree %s\n", rev)
 	}
-	cons := "shoal's default consensus settings"
-	if len(r.o.consensus) > 0 {
-		var kv []string
-		for _, k := range slices.Sorted(maps.Keys(r.o.consensus)) {
-			kv = append(kv, fmt.Sprintf("%s=%v", k, r.o.consensus[k]))
-		}
-		cons = "consensus settings " + strings.Join(kv, ", ") + ", the rest shoal's defaults"
-	}
+	cons := bench.DescribeConsensus(r.o.consensus)
 	fmt.Fprintf(w, "cluster: %d `shoal daemon` processes on loopback, %s; clients use the Go API client\n", peers, cons)
 	fmt.Fprintf(w, "units:   pins/s = successful POST /pins per second of wall time; latency per request as the client sees it;\n")
 	fmt.Fprintf(w, "         CPU ms/pin = CPU time of the 3 daemons (or of the clients) over the timed run, per pin\n\n")

@@ -27,8 +27,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/shoal-project/shoal/api"
@@ -68,26 +66,12 @@ func run(ctx context.Context, args []string) error {
 	if fl.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fl.Arg(0))
 	}
-	for _, s := range strings.Split(*clients, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return fmt.Errorf("-clients %q: want positive counts", *clients)
-		}
-		o.clients = append(o.clients, n)
+	var err error
+	if o.clients, err = bench.ParseCounts("clients", *clients); err != nil {
+		return err
 	}
-	if *cons != "" {
-		o.consensus = map[string]any{}
-		for _, kv := range strings.Split(*cons, ",") {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				return fmt.Errorf("-consensus %q: want key=value pairs", *cons)
-			}
-			if n, err := strconv.Atoi(v); err == nil {
-				o.consensus[k] = n
-			} else {
-				o.consensus[k] = v
-			}
-		}
+	if o.consensus, err = bench.ParseOverrides("consensus", *cons); err != nil {
+		return err
 	}
 	if o.runs < 1 || o.pins < 1 || o.duration <= 0 {
 		return errors.New("-runs and -pins must be at least 1, -duration positive")

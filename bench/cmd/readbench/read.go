@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"math/rand/v2"
 	"net/http"
 	"runtime"
@@ -248,14 +247,7 @@ func (r *runner) report(w io.Writer, cells []*cell, started time.Time, load0 str
 	case rev != "":
 		fmt.Fprintf(w, "shoal:   built from ./cmd/shoal of tree %s\n", rev)
 	}
-	cons := "shoal's default consensus settings"
-	if len(r.o.consensus) > 0 {
-		var kv []string
-		for _, k := range slices.Sorted(maps.Keys(r.o.consensus)) {
-			kv = append(kv, fmt.Sprintf("%s=%v", k, r.o.consensus[k]))
-		}
-		cons = "consensus settings " + strings.Join(kv, ", ") + ", the rest shoal's defaults"
-	}
+	cons := bench.DescribeConsensus(r.o.consensus)
 	fmt.Fprintf(w, "cluster: %d `shoal daemon` processes on loopback, %s; %d small files added (default replication);\n", peers, cons, len(r.cids))
 	if len(r.leaders) == 1 {
 		fmt.Fprintf(w, "         leader %s throughout\n", r.leaders[0])
