@@ -609,7 +609,7 @@ func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) e
 	if err != nil {
 		return err
 	}
-	var body io.Reader = r.Body
+	body := &upload{r: r.Body, length: r.ContentLength}
 	switch mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt {
 	case "application/octet-stream":
 	case "multipart/form-data":
@@ -628,7 +628,7 @@ func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) e
 		if p.Name == "" {
 			p.Name = part.FileName()
 		}
-		body = part
+		body.r, body.multipart = part, true
 	default:
 		// The route refused a body of another type; this is an empty
 		// one without a type.
@@ -643,7 +643,7 @@ func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) e
 	}
 	res, err := s.b.Add(r.Context(), body, p)
 	if err != nil {
-		return err
+		return body.cause(err)
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
@@ -653,7 +653,7 @@ func (s *Server) postAdd(w http.ResponseWriter, r *http.Request, q url.Values) e
 // flushed as it is written, while the upload still streams in: the first
 // event sends the headers. A failure before it is answered with its
 // status like any other; after it, with an error event.
-func (s *Server) addEvents(w http.ResponseWriter, r *http.Request, body io.Reader, p AddParams) error {
+func (s *Server) addEvents(w http.ResponseWriter, r *http.Request, body *upload, p AddParams) error {
 	rc := http.NewResponseController(w)
 	// Without this, an HTTP/1 server would read the rest of the upload
 	// before it sends the first event's headers.
@@ -690,6 +690,7 @@ func (s *Server) addEvents(w http.ResponseWriter, r *http.Request, body io.Reade
 	} else {
 		res, err = s.b.Add(r.Context(), body, p)
 	}
+	err = body.cause(err)
 	switch {
 	case err != nil && !started:
 		return err
@@ -947,11 +948,15 @@ func checkReplication(rmin, rmax int) error {
 }
 
 // parseCID validates s and returns it in its canonical string form, so that
-// the backend sees one spelling per CID.
+// the backend sees one spelling per CID. A CID whose hash shoal does not
+// accept (dag.CheckCID) is refused here, before any backend sees it.
 func parseCID(s string) (string, error) {
 	c, err := cid.Decode(s)
 	if err != nil {
 		return "", badRequest("%q is not a CID", s)
+	}
+	if err := dag.CheckCID(c); err != nil {
+		return "", badRequest("%v", err)
 	}
 	return c.String(), nil
 }

@@ -182,10 +182,15 @@ func toAPIPin(p consensus.Pin) api.Pin {
 		Created: p.Created, Updated: p.Updated}
 }
 
+// parseCID decodes a CID from an API request and refuses one whose hash
+// shoal does not accept (dag.CheckCID).
 func parseCID(s string) (cid.Cid, error) {
 	c, err := cid.Decode(s)
 	if err != nil {
 		return cid.Undef, fmt.Errorf("%w: %q is not a CID", api.ErrBadRequest, s)
+	}
+	if err := dag.CheckCID(c); err != nil {
+		return cid.Undef, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
 	return c, nil
 }

@@ -612,6 +612,10 @@ func (rs *readServer) serve(s network.Stream) {
 		refuse("malformed CID")
 		return
 	}
+	if err := dag.CheckCID(c); err != nil {
+		refuse(err.Error())
+		return
+	}
 	select {
 	case rs.busy <- struct{}{}:
 		defer func() { <-rs.busy }()

@@ -167,6 +167,19 @@ func (p *Peer) wantedKeys(keys []string) map[string]bool {
 	return out
 }
 
+// peerCID decodes a CID a peer sent and refuses one whose hash shoal does
+// not accept (dag.CheckCID).
+func peerCID(s string) (cid.Cid, error) {
+	c, err := cid.Decode(s)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("%q is not a CID", s)
+	}
+	if err := dag.CheckCID(c); err != nil {
+		return cid.Undef, err
+	}
+	return c, nil
+}
+
 type haveReq struct {
 	Keys []string `json:"keys"`
 }
@@ -299,16 +312,16 @@ func (p *Peer) serveStatus(_ context.Context, _ peer.ID, req statusReq) (any, er
 	}
 	out := make(map[string]api.PeerStatus, len(req.CIDs)+len(req.Shards))
 	for _, s := range req.CIDs {
-		c, err := cid.Decode(s)
+		c, err := peerCID(s)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not a CID", s)
+			return nil, err
 		}
 		out[s] = p.tracker.status(c)
 	}
 	for _, s := range req.Shards {
-		c, err := cid.Decode(s)
+		c, err := peerCID(s)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not a CID", s)
+			return nil, err
 		}
 		out[s] = p.tracker.shardStatus(c)
 	}
@@ -341,6 +354,10 @@ func (p *Peer) serveFetch(s network.Stream) {
 	root, err := cid.Decode(line[:len(line)-1])
 	if err != nil {
 		refuse("malformed root CID")
+		return
+	}
+	if err := dag.CheckCID(root); err != nil {
+		refuse(err.Error())
 		return
 	}
 	if !p.store.Has(root) && root.Prefix().MhType != identityCode {

@@ -175,9 +175,9 @@ func (p *Peer) verifyPart(ctx context.Context, c cid.Cid) (string, string) {
 func (p *Peer) serveVerify(ctx context.Context, _ peer.ID, req verifyReq) (any, error) {
 	var root cid.Cid
 	if req.CID != "" {
-		c, err := cid.Decode(req.CID)
+		c, err := peerCID(req.CID)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not a CID", req.CID)
+			return nil, err
 		}
 		root = c
 	}

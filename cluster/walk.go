@@ -91,6 +91,11 @@ func (v *dagVerifier) check(c cid.Cid, data []byte) error {
 	if _, ok := v.expected[k]; !ok {
 		return fmt.Errorf("block %s was not asked for", c)
 	}
+	// The root and every link are expected before they arrive, so the
+	// CID policy is checked here, where a weak one would be matched.
+	if err := dag.CheckCID(c); err != nil {
+		return err
+	}
 	got, err := c.Prefix().Sum(data)
 	if err != nil {
 		return fmt.Errorf("hash block %s: %w", c, err)

@@ -16,6 +16,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/shoal-project/shoal/dag"
 )
 
 // The export format: the whole pinset as text, for people and for
@@ -347,6 +349,11 @@ func (er *exportReader) cid(what, s string) (cid.Cid, error) {
 			return cid.Undef, badExport("line %d: %s is missing", er.n, what)
 		}
 		return cid.Undef, badExport("line %d: %s %q is not a CID", er.n, what, s)
+	}
+	// An export is user input like any other: the pins it would restore
+	// must pass the CID policy that new pins pass.
+	if err := dag.CheckCID(c); err != nil {
+		return cid.Undef, badExport("line %d: %s: %v", er.n, what, err)
 	}
 	return c, nil
 }

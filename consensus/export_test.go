@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	mh "github.com/multiformats/go-multihash"
 )
 
 // exportGoldenState is shardedGoldenState (plain pins, a sharded pin, an
@@ -126,6 +127,7 @@ func TestReadExportRefuses(t *testing.T) {
 	hdr := func(pins, adds string) string {
 		return `{"format":"shoal-state","version":1,"pins":` + pins + `,"adds":` + adds + "}\n"
 	}
+	md5CID, shortCID := weakCID(t, mh.MD5, 16), weakCID(t, mh.SHA2_256, 1)
 	tests := []struct {
 		name, in, want string
 	}{
@@ -152,6 +154,10 @@ func TestReadExportRefuses(t *testing.T) {
 			"line 2: pin cid is missing"},
 		{"malformed shard cid", header + strings.Replace(sharded, fixedCID(t, true, "s1").String(), "bafyxx", 1),
 			`line 2: shard 1 cid "bafyxx" is not a CID`},
+		{"md5 cid", header + strings.Replace(plain, plainCID, md5CID.String(), 1),
+			"line 2: pin cid: CID " + md5CID.String() + " uses hash md5, which shoal does not accept (insecure)"},
+		{"cut shard cid", header + strings.Replace(sharded, fixedCID(t, true, "s1").String(), shortCID.String(), 1),
+			"line 2: shard 1 cid: CID " + shortCID.String() + " has a 1-byte sha2-256 digest, which is too short (at least 20 bytes)"},
 		{"bad peer", header + strings.Replace(plain, `"allocations":[]`, `"allocations":["peer-1"]`, 1),
 			`line 2: allocations 0 "peer-1" is not a peer ID`},
 		{"duplicate pin", header + plain + plain, "line 3: pin " + plainCID + " is listed twice (first on line 2)"},

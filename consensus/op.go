@@ -8,6 +8,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/shoal-project/shoal/dag"
 )
 
 // OpType says what an Op does. Its numbers are part of the op format:
@@ -92,6 +94,9 @@ func (o Op) Validate() error {
 	if n := o.Time.UnixNano(); !time.Unix(0, n).Equal(o.Time) {
 		return fmt.Errorf("%s: op time %s is outside the years 1678-2262: %w", o, o.Time, ErrInvalidOp)
 	}
+	if err := o.checkCIDs(); err != nil {
+		return err
+	}
 	switch o.Type {
 	case OpPin:
 		if o.Pin.Kind == KindSharded {
@@ -110,6 +115,30 @@ func (o Op) Validate() error {
 	default:
 		return fmt.Errorf("%s: unknown op type: %w", o.Type, ErrInvalidOp)
 	}
+}
+
+// checkCIDs refuses an op that names a CID whose hash shoal does not
+// accept (dag.CheckCID). Validate calls it for every op this peer proposes
+// and the leader for every op a member forwards. DecodeOp does not, nor
+// Apply: a log written before the policy must replay to the state the
+// peers that applied it reached.
+func (o Op) checkCIDs() error {
+	cids := []cid.Cid{o.Pin.CID, o.Pin.ClusterDAG, o.Shard.CID}
+	for _, sh := range o.Pin.Shards {
+		cids = append(cids, sh.CID)
+	}
+	for _, sh := range o.Add.Shards {
+		cids = append(cids, sh.CID)
+	}
+	for _, c := range cids {
+		if !c.Defined() {
+			continue // whether it may be missing is the op type's check
+		}
+		if err := dag.CheckCID(c); err != nil {
+			return fmt.Errorf("%s: %v: %w", o.Type, err, ErrInvalidOp)
+		}
+	}
+	return nil
 }
 
 // The op format (all integers are encoding/binary varints; "bytes" is a
@@ -146,7 +175,8 @@ func (o Op) AppendBinary(b []byte) ([]byte, error) {
 func (o Op) MarshalBinary() ([]byte, error) { return o.AppendBinary(nil) }
 
 // DecodeOp decodes an op encoded by AppendBinary, checking everything
-// Validate checks. It never panics, whatever b holds, and the Op it
+// Validate checks but the CID policy (checkCIDs, which Apply must not
+// apply to old entries). It never panics, whatever b holds, and the Op it
 // returns shares no memory with b.
 func DecodeOp(b []byte) (Op, error) {
 	d := decoder{b: b}

@@ -208,6 +208,10 @@ func (c *Consensus) dispatch(ctx context.Context, from peer.ID, kind reqKind, bo
 		if err != nil {
 			return nil, err
 		}
+		// DecodeOp leaves the CID policy to new ops: this is one.
+		if err := op.checkCIDs(); err != nil {
+			return nil, fmt.Errorf("commit from %s: %w", from, err)
+		}
 		if err := c.applyLocal(ctx, body); err != nil {
 			return nil, fmt.Errorf("commit %s from %s: %w", op, from, err)
 		}

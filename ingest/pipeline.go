@@ -172,16 +172,46 @@ func (in *Ingester) File(parent context.Context, r io.Reader, sink Sink) (dag.Li
 	return root, nil
 }
 
+// sourceReader keeps the first error its reader returns other than io.EOF
+// and hands the chunker errSource instead, then and on every later call.
+// A chunker reads with io.ReadFull, which reports a short last chunk as
+// io.ErrUnexpectedEOF, and takes that for the end of the input (boxo's
+// buzhash and rabin splitters do too): it would take an
+// io.ErrUnexpectedEOF of the reader's own, from a multipart part without
+// its closing boundary or an HTTP body shorter than its Content-Length,
+// for the end of a complete file, and the rabin splitter, given one with
+// no bytes, asks again forever. chunk reports err. It is used on the
+// chunker goroutine only.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+// errSource stands for the reader's error inside a chunker.
+var errSource = errors.New("the input reader failed")
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, errSource
+	}
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF { // io.Reader returns io.EOF itself, never wrapped
+		s.err, err = err, errSource
+	}
+	return n, err
+}
+
 // chunk reads r into leaf buffers and queues them both for the workers and,
 // in file order, for the builder.
 func (in *Ingester) chunk(ctx context.Context, r io.Reader, work, order chan<- *leafJob) error {
 	spec := in.enc.Params().Chunker
+	src := &sourceReader{r: r}
 	var spl chunk.Splitter
 	switch spec.Kind {
 	case dag.ChunkRabin:
-		spl = chunk.NewRabinMinMax(r, uint64(spec.Min), uint64(spec.Avg), uint64(spec.Max))
+		spl = chunk.NewRabinMinMax(src, uint64(spec.Min), uint64(spec.Avg), uint64(spec.Max))
 	case dag.ChunkBuzhash:
-		spl = chunk.NewBuzhash(r)
+		spl = chunk.NewBuzhash(src)
 	}
 	for {
 		var buf []byte
@@ -196,8 +226,8 @@ func (in *Ingester) chunk(ctx context.Context, r io.Reader, work, order chan<- *
 		var n int
 		var err error
 		if spl == nil {
-			n, err = io.ReadFull(r, buf[dag.LeafHeadroom:dag.LeafHeadroom+spec.Size])
-			if errors.Is(err, io.ErrUnexpectedEOF) {
+			n, err = io.ReadFull(src, buf[dag.LeafHeadroom:dag.LeafHeadroom+spec.Size])
+			if err == io.ErrUnexpectedEOF { // a short last chunk (src reports its own errors as errSource)
 				err = io.EOF
 			}
 		} else {
@@ -207,6 +237,11 @@ func (in *Ingester) chunk(ctx context.Context, r io.Reader, work, order chan<- *
 			if n < len(b) {
 				err = fmt.Errorf("chunker returned %d bytes, above its maximum %d", len(b), spec.MaxChunk())
 			}
+		}
+		if src.err != nil {
+			// The reader failed, whatever the chunker made of it: the
+			// chunk may be a piece of a file that did not end.
+			err = src.err
 		}
 		if n == 0 || (err != nil && err != io.EOF) {
 			in.pool <- buf

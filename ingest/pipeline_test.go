@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -88,6 +89,55 @@ func TestReadErrorIsReported(t *testing.T) {
 	_, err := in.File(context.Background(), &failingReader{n: 1 << 20}, Discard)
 	if err == nil || err.Error() != "read input: disk on fire" {
 		t.Fatalf("error %v, want read input: disk on fire", err)
+	}
+}
+
+// cutReader yields n bytes, then fails with err: a multipart part that
+// ends without its closing boundary, or an HTTP body shorter than its
+// Content-Length, fails with io.ErrUnexpectedEOF.
+type cutReader struct {
+	n   int
+	err error
+}
+
+func (r *cutReader) Read(b []byte) (int, error) {
+	if r.n == 0 {
+		return 0, r.err
+	}
+	k := min(len(b), r.n)
+	r.n -= k
+	return k, nil
+}
+
+// TestUnexpectedEOFFromTheReaderFails: an io.ErrUnexpectedEOF of the
+// reader's own is not the end of the file (a chunker's io.ReadFull says
+// the same for a short last chunk): the add fails, for every chunker and
+// wherever the reader stops, and reports no entry.
+func TestUnexpectedEOFFromTheReaderFails(t *testing.T) {
+	for _, chunker := range []string{"size-262144", "rabin", "buzhash"} {
+		params, err := dag.Options{Chunker: chunker}.Params()
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := New(Config{Params: params})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{0, 5, 262144, 1<<20 + 3} {
+			for _, rerr := range []error{io.ErrUnexpectedEOF, fmt.Errorf("read body: %w", io.ErrUnexpectedEOF)} {
+				entries := 0
+				_, err := in.AddReader(context.Background(), &cutReader{n: n, err: rerr}, "f", AddOptions{}, Discard,
+					func(Entry) { entries++ })
+				want := "read input: " + rerr.Error()
+				if !errors.Is(err, io.ErrUnexpectedEOF) || err.Error() != want || entries != 0 {
+					t.Errorf("%s, %d bytes, then %q: error %v and %d entries, want %q and none", chunker, n, rerr, err, entries, want)
+				}
+			}
+			// The same bytes that end with io.EOF are a complete file.
+			if _, err := in.AddReader(context.Background(), &cutReader{n: n, err: io.EOF}, "f", AddOptions{}, Discard, nil); err != nil {
+				t.Errorf("%s, %d bytes, then EOF: %v", chunker, n, err)
+			}
+		}
 	}
 }
 

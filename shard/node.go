@@ -102,8 +102,13 @@ func cborUint(b []byte, major byte, v uint64) []byte {
 }
 
 // DecodeNode parses a list node from untrusted bytes and checks that they
-// hash to c and are in canonical form.
+// hash to c and are in canonical form, and that c and every CID it links
+// pass the CID policy (dag.CheckCID): a node naming a block by a weak or
+// truncated digest would let a holder forge that block.
 func DecodeNode(c cid.Cid, data []byte) (Node, error) {
+	if err := dag.CheckCID(c); err != nil {
+		return Node{}, fmt.Errorf("%v: %w", err, ErrMalformed)
+	}
 	if c.Type() != cid.DagCBOR {
 		return Node{}, fmt.Errorf("%s: codec 0x%x is not dag-cbor: %w", c, c.Type(), ErrMalformed)
 	}
@@ -158,6 +163,9 @@ func DecodeNode(c cid.Cid, data []byte) (Node, error) {
 		cl, ok := lnk.(cidlink.Link)
 		if !ok {
 			return bad(`"l" holds a link that is not a CID`)
+		}
+		if err := dag.CheckCID(cl.Cid); err != nil {
+			return Node{}, fmt.Errorf("%s: link %d: %v: %w", c, len(n.Links), err, ErrMalformed)
 		}
 		n.Links = append(n.Links, cl.Cid)
 	}

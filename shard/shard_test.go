@@ -139,6 +139,55 @@ func TestDecodeNodeRejects(t *testing.T) {
 	}
 }
 
+// TestDecodeNodeRefusesWeakCIDs: a holder's list node that names a block
+// by a weak hash or a cut digest is refused where it is decoded, and so is
+// a list node named that way itself, for ReadList like for DecodeNode.
+func TestDecodeNodeRefusesWeakCIDs(t *testing.T) {
+	weak := func(code uint64, n int) cid.Cid {
+		h, err := mh.Encode(bytes.Repeat([]byte{0x5a}, n), code)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cid.NewCidV1(cid.Raw, h)
+	}
+	tests := []struct {
+		name string
+		c    cid.Cid
+		msg  string // after "CID <c> "
+	}{
+		{"md5", weak(mh.MD5, 16), "uses hash md5, which shoal does not accept (insecure)"},
+		{"sha1", weak(mh.SHA1, 20), "uses hash sha1, which shoal does not accept (insecure)"},
+		{"murmur3", weak(mh.MURMUR3X64_64, 8), "uses hash murmur3-x64-64, which shoal does not accept (insecure)"},
+		{"1-byte sha2-256", weak(mh.SHA2_256, 1), "has a 1-byte sha2-256 digest, which is too short (at least 20 bytes)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			blk, err := Node{Kind: KindShard, Links: []cid.Cid{testCID(0), tt.c, testCID(1)}}.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("%s: link 1: CID %s %s: malformed list node", blk.CID, tt.c, tt.msg)
+			_, err = DecodeNode(blk.CID, blk.Data)
+			if !errors.Is(err, ErrMalformed) || err.Error() != want {
+				t.Fatalf("DecodeNode: %v, want %q", err, want)
+			}
+			get := func(cid.Cid) ([]byte, error) { return blk.Data, nil }
+			if _, err := ReadList(blk.CID, KindShard, get); err == nil || err.Error() != want {
+				t.Fatalf("ReadList: %v, want %q", err, want)
+			}
+		})
+	}
+	// The node's own CID cut to one byte: one forged node in 256 would
+	// match it.
+	good, _ := Node{Kind: KindShard, Links: testCIDs(2)}.Encode()
+	h, _ := mh.Sum(good.Data, mh.SHA2_256, 1)
+	short := cid.NewCidV1(cid.DagCBOR, h)
+	want := "CID " + short.String() + " has a 1-byte sha2-256 digest, which is too short (at least 20 bytes): malformed list node"
+	if _, err := DecodeNode(short, good.Data); !errors.Is(err, ErrMalformed) || err.Error() != want {
+		t.Fatalf("DecodeNode of a node named by a 1-byte digest: %v, want %q", err, want)
+	}
+}
+
 func FuzzDecodeNode(f *testing.F) {
 	good, _ := Node{Kind: KindShard, Links: testCIDs(2)}.Encode()
 	f.Add(good.Data)

@@ -497,8 +497,16 @@ func TestMissingIndexIsScanned(t *testing.T) {
 	if len(got) != 1 || got[0].Blocks != 3 || got[0].Size != l.blocksEnd() {
 		t.Errorf("Shards() = %+v", got)
 	}
-	checkBlocks(t, s2, blocks)
-	if err := s2.Verify(context.Background(), "noidx"); err != nil {
+	// The scan reads the long CID whole; reading the block back checks
+	// it against shoal's CID policy (dag.CheckCID), which refuses an
+	// identity digest above 128 bytes, as Kubo does: the store keeps
+	// what it was given, the reader never serves it.
+	checkBlocks(t, s2, []dag.Block{blocks[0], blocks[2]})
+	long := fmt.Sprintf("CID %s has a 1000-byte identity digest, which is too long (at most 128 bytes)", blocks[1].CID)
+	if _, err := s2.Get(blocks[1].CID); err == nil || !strings.HasSuffix(err.Error(), long) {
+		t.Errorf("Get of the long identity block: %v", err)
+	}
+	if err := s2.Verify(context.Background(), "noidx"); err == nil || !strings.HasSuffix(err.Error(), long) {
 		t.Errorf("Verify: %v", err)
 	}
 }

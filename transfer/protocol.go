@@ -200,6 +200,9 @@ func (fr *frameReader) cid() (cid.Cid, error) {
 		}
 		return cid.Undef, fmt.Errorf("malformed CID: %s", msg)
 	}
+	if err := dag.CheckCID(c); err != nil {
+		return cid.Undef, err
+	}
 	return c, nil
 }
 
