@@ -272,15 +272,37 @@ func (p *Peer) waitCaughtUp(ctx context.Context) bool {
 	return true
 }
 
-// join asks the bootstrap peers, in turn, to add this peer to the cluster.
+// joinRounds and joinBackoff: a join that fails for a reason that may pass
+// (an election under way: "lost leadership before the entry committed",
+// no leader yet; a peer restarting) is asked again, after 0.5, 1 and 2 s.
+const (
+	joinRounds  = 4
+	joinBackoff = 500 * time.Millisecond
+)
+
+// join asks the bootstrap peers, in turn, to add this peer to the cluster,
+// for up to joinRounds rounds; a wrong secret ends it at once.
 func (p *Peer) join(ctx context.Context, addrs []ma.Multiaddr) error {
 	var errs []error
-	for _, a := range addrs {
-		if err := p.host.Join(ctx, a); err != nil {
-			errs = append(errs, err)
-			continue
+	for round := range joinRounds {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("could not join the cluster: %w", errors.Join(append(errs, ctx.Err())...))
+			case <-time.After(joinBackoff << (round - 1)):
+			}
 		}
-		return nil
+		errs = errs[:0]
+		for _, a := range addrs {
+			err := p.host.Join(ctx, a)
+			if err == nil {
+				return nil
+			}
+			if errors.Is(err, p2p.ErrSecretMismatch) {
+				return fmt.Errorf("could not join the cluster: %w", err)
+			}
+			errs = append(errs, err)
+		}
 	}
 	return fmt.Errorf("could not join the cluster: %w", errors.Join(errs...))
 }
