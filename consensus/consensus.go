@@ -27,6 +27,9 @@ type Consensus struct {
 	state *State
 	raft  *raft.Raft
 	layer *streamLayer
+	// trans is Raft's transport over layer: closed before layer, so that
+	// its accept loop sees a shutdown, not an error it logs.
+	trans *raft.NetworkTransport
 	wal   *wal
 	log   hclog.Logger
 	// startIndex is the last index of the log when this peer started
@@ -134,6 +137,7 @@ func New(host *p2p.Host, cfg Config) (*Consensus, error) {
 		state:    state,
 		raft:     r,
 		layer:    layer,
+		trans:    trans,
 		wal:      wal,
 		log:      logger,
 		inflight: make(map[uint64]context.CancelFunc),
@@ -446,6 +450,7 @@ func (c *Consensus) Close() error {
 	case <-time.After(half):
 		// Raft is blocked, typically on an RPC to a peer that is gone:
 		// tear down every Raft stream and abort dials so it can finish.
+		_ = c.trans.Close()
 		_ = c.layer.Close()
 		select {
 		case <-shut:
@@ -453,6 +458,7 @@ func (c *Consensus) Close() error {
 			err = fmt.Errorf("close consensus on %s: raft did not shut down within %s", c.id, c.cfg.ShutdownTimeout)
 		}
 	}
+	_ = c.trans.Close()
 	_ = c.layer.Close()
 	c.ops.Wait()
 	if err == nil {
