@@ -117,39 +117,46 @@ func TestRepairProcesses(t *testing.T) {
 	// below rmin. Kill the leader once it has started repairs. Peer 3 and
 	// the leader both die, so no part of the file may be held by those two
 	// alone: with two copies that loses it for good, which no repair can
-	// undo and is not what this test is about. The allocator spreads
-	// shards over every pair of peers, so files are added (and the unfit
-	// ones removed) until one's placement fits.
-	leader = c.leader(0)
+	// undo and is not what this test is about. The allocator's placement
+	// is deterministic, so when the leader shares a part with peer 3 alone
+	// the leadership moves instead (a stopped leader hands it to another
+	// voter) until a voter that shares none leads; only a file whose every
+	// voter shares a part with peer 3 alone, or that put nothing on it, is
+	// removed and another added.
 	var data2 []byte
 	var root2 string
-	for attempt := 0; root2 == ""; attempt++ {
-		if attempt == 10 {
-			t.Fatalf("10 files of 6 MiB: each left nothing on peer 3 or a part on peer 3 and %s alone", c.peers[leader].name)
+	for attempt := 0; ; attempt++ {
+		if attempt == 8 {
+			t.Fatalf("8 tries: no file of 6 MiB with a part on peer 3 and a voter that shares no part with it alone")
 		}
-		d := seeded(fmt.Sprintf("repair-processes-2-%d", attempt), 6<<20+99)
-		r := strings.TrimSpace(c.shoal(0, bytes.NewReader(d), "add", "--shard", "--shard-size", "1MiB",
-			"--rmin", "2", "--rmax", "2", "-Q", "-").stdout)
-		st := c.shardedStatus(0, r)
-		on3, lost := 0, false
-		parts := [][]string{st.Allocations} // the cluster-DAG's, then each shard's
-		for _, sh := range st.Shards {
-			parts = append(parts, sh.Allocations)
+		if root2 == "" {
+			data2 = seeded(fmt.Sprintf("repair-processes-2-%d", attempt), 6<<20+99)
+			root2 = strings.TrimSpace(c.shoal(0, bytes.NewReader(data2), "add", "--shard", "--shard-size", "1MiB",
+				"--rmin", "2", "--rmax", "2", "-Q", "-").stdout)
 		}
-		for i, allocs := range parts {
-			has3 := slices.ContainsFunc(allocs, func(a string) bool { return ids[a] == 3 })
-			if has3 && i > 0 {
-				on3++
+		on3, partners := withPeer3(c.shardedStatus(0, root2), ids)
+		leader = c.leader(0)
+		if on3 > 0 && leader >= 0 && !partners[leader] {
+			break
+		}
+		if on3 == 0 || (partners[0] && partners[1] && partners[2]) {
+			c.shoal(0, nil, "pin", "rm", root2)
+			root2 = ""
+			continue
+		}
+		if leader >= 0 {
+			t.Logf("%s shares a part with peer 3 alone: moving the leadership", c.peers[leader].name)
+			c.stop(leader)
+			c.start(leader)
+		}
+		// A peer down for a moment may have moved parts: wait until
+		// the placement has settled before reading it again.
+		eventually(t, 30*time.Second, func() error {
+			if c.leader(0) < 0 {
+				return fmt.Errorf("no leader")
 			}
-			if has3 && len(allocs) == 2 && slices.ContainsFunc(allocs, func(a string) bool { return ids[a] == leader }) {
-				lost = true
-			}
-		}
-		if on3 > 0 && !lost {
-			data2, root2 = d, r
-		} else {
-			c.shoal(0, nil, "pin", "rm", r)
-		}
+			return c.settled(0, c.wantAll(0, ids, root, root2))
+		})
 	}
 	logAt := len(c.peers[leader].log.String())
 	c.kill(3)
@@ -177,13 +184,50 @@ func TestRepairProcesses(t *testing.T) {
 	}
 	c.start(leader)
 	c.start(3)
-	want := c.wantKeys(rest[0], root, ids)
-	for i, keys := range c.wantKeys(rest[0], root2, ids) {
-		want[i] = append(want[i], keys...)
+	want := c.wantAll(rest[0], ids, root, root2)
+	eventually(t, 40*time.Second, func() error { return c.settled(rest[0], want) })
+}
+
+// withPeer3 counts the shards of st on peer 3, and returns the peers that
+// hold a part (a shard or the cluster-DAG) with peer 3 and no other.
+func withPeer3(st shardedStatus, ids map[string]int) (on3 int, partners map[int]bool) {
+	partners = map[int]bool{}
+	parts := [][]string{st.Allocations}
+	for _, sh := range st.Shards {
+		parts = append(parts, sh.Allocations)
+	}
+	for i, allocs := range parts {
+		if !slices.ContainsFunc(allocs, func(a string) bool { return ids[a] == 3 }) {
+			continue
+		}
+		if i > 0 {
+			on3++
+		}
+		if len(allocs) == 2 {
+			for _, a := range allocs {
+				if ids[a] != 3 {
+					partners[ids[a]] = true
+				}
+			}
+		}
+	}
+	return on3, partners
+}
+
+// wantAll is wantKeys for several roots at once.
+func (c *testCluster) wantAll(from int, ids map[string]int, roots ...string) map[int][]string {
+	c.t.Helper()
+	want := map[int][]string{}
+	for _, root := range roots {
+		for i, keys := range c.wantKeys(from, root, ids) {
+			want[i] = append(want[i], keys...)
+		}
+	}
+	for i := range want {
 		slices.Sort(want[i])
 		want[i] = slices.Compact(want[i])
 	}
-	eventually(t, 40*time.Second, func() error { return c.settled(rest[0], want) })
+	return want
 }
 
 func sameShards(a, b shardedStatus) bool {
