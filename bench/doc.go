@@ -43,7 +43,8 @@
 //	                                  bound of any durable store.
 //	(b) shoal add -n -Q FILE | -      hashing only, from the file and from
 //	                                  stdin.
-//	(c) shoal add -Q --repo DIR ...   into a fresh local store, durable
+//	(c) shoal add -Q --repo DIR ...   into a fresh peer directory's store
+//	                                  (shoal init, untimed), durable
 //	                                  when the command returns.
 //	(d) boxo hash-only                boxo's importer with `ipfs add`'s
 //	                                  defaults (256 KiB chunks, balanced,

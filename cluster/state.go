@@ -159,6 +159,41 @@ func (o *Offline) DeleteUnknown(shards []store.ShardInfo) error {
 	return writeUnknown(path, slices.DeleteFunc(listed, func(k string) bool { return gone[k] }))
 }
 
+// Store opens the peer's store, for writing into it while the daemon is
+// stopped (shoal add --repo); Close closes it.
+func (o *Offline) Store() (*store.Store, error) {
+	if err := o.openStore(); err != nil {
+		return nil, err
+	}
+	return o.store, nil
+}
+
+// KeepUnknown puts keys on the peer's list of unknown shards, so that its
+// daemon keeps them, whatever its state says, until the state wants them
+// here or an operator prunes them (unknown.go): a shard written offline
+// is not the state's, and the tracker would delete it as unwanted. A new
+// state (no Raft data) or one without a readable list needs nothing: the
+// daemon lists every stored key when it starts.
+func (o *Offline) KeepUnknown(keys ...string) error {
+	if !exists(filepath.Join(o.ConsensusDir(), "raft")) {
+		return nil
+	}
+	path := filepath.Join(o.ConsensusDir(), unknownFile)
+	listed, err := readUnknown(path)
+	switch {
+	case errors.Is(err, errNewerUnknown):
+		return err
+	case err != nil:
+		return nil
+	}
+	for _, k := range keys {
+		if !slices.Contains(listed, k) {
+			listed = append(listed, k)
+		}
+	}
+	return writeUnknown(path, listed)
+}
+
 // openStore opens the peer's store in place of the bare lock.
 func (o *Offline) openStore() error {
 	if o.store != nil {

@@ -33,7 +33,8 @@ import (
 // leaves the list) or the operator deletes it (`shoal state prune`, on
 // the stopped peer). Every key stored afterwards was written for this
 // state, by an add, a repair or a fetch, so the state's rules alone decide
-// when it goes: the state knows it.
+// when it goes: the state knows it. The exception, `shoal add --repo` on
+// the stopped peer, puts its key on the list (Offline.KeepUnknown).
 //
 // The file is "shoal-unknown-shards 1" then one key a line, sorted. It is
 // rewritten, by a temporary file and rename, when keys leave the list.
@@ -217,8 +218,8 @@ func (t *tracker) tendUnknown(walked bool) {
 	changed := n != said.n || size != said.bytes
 	switch {
 	case n > 0 && (changed || walked && time.Since(said.at) >= fullEvery/2):
-		t.p.log("keeping %s (%s) that this peer's state does not know: they were stored before the state began "+
-			"(state cleanup or import, or a new cluster); `shoal state import` a state that names them, or stop the daemon "+
+		t.p.log("keeping %s (%s) that this peer's state does not know: they were stored outside it "+
+			"(before a state cleanup or import, in a new cluster, or by add --repo); `shoal state import` a state that names them, or stop the daemon "+
 			"and delete them with `shoal state prune`", countOf(n, "shard"), sizeText(size))
 	case n == 0 && said.n > 0:
 		t.p.log("the state now knows every shard this peer stores")

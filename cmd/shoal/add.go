@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/cluster"
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/dag"
 	"github.com/shoal-project/shoal/ingest"
@@ -50,8 +51,10 @@ DAG whose root CID is the one Kubo's "ipfs add" prints for the same options.
 By default the bytes stream to the daemon's API (--api), which chunks them
 with the same flags, stores the DAG and pins it on rmin..rmax peers. With
 -n/--only-hash nothing is stored and no daemon is needed. With --repo DIR the
-blocks are written into that stopped peer directory's local store, durably,
-before the command returns.`,
+blocks are written into the store of that peer directory (shoal init), durably,
+before the command returns; its daemon must be stopped. The daemon keeps them
+as an unknown shard (shoal state prune lists them) until a pin of the printed
+CID allocates them there: "shoal pin add CID" then moves no data.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
 			f.dag.CIDVersionSet = fl.Changed("cid-version")
@@ -86,7 +89,7 @@ before the command returns.`,
 	fl.BoolVarP(&f.quieter, "quieter", "Q", false, "print only the root CID")
 	fl.BoolVar(&f.progress, "progress", false, "show a progress bar on stderr even when it is not a terminal")
 	fl.BoolVar(&f.noProgress, "no-progress", false, "never show a progress bar")
-	fl.StringVar(&f.repo, "repo", "", "write into this stopped peer directory's store instead of the daemon")
+	fl.StringVar(&f.repo, "repo", "", "write into the store of this peer directory, whose daemon is stopped")
 	fl.StringVar(&f.name, "name", "", "pin name (cluster adds)")
 	fl.IntVar(&f.rmin, "rmin", 0, "replication minimum (cluster adds; default from the peer's config)")
 	fl.IntVar(&f.rmax, "rmax", 0, "replication maximum (cluster adds; default from the peer's config)")
@@ -124,11 +127,17 @@ func runAdd(ctx context.Context, stdout io.Writer, args []string, f addFlags) er
 	sink := ingest.Discard
 	var commit func(root dag.Link) error
 	if !f.onlyHash {
-		st, err := store.Open(f.repo)
+		// The daemon's own store, under the daemon's lock: refused
+		// while it runs.
+		peer, err := cluster.OpenOffline(f.repo)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
+		defer peer.Close()
+		st, err := peer.Store()
+		if err != nil {
+			return err
+		}
 		w, err := st.Create(ctx)
 		if err != nil {
 			return err
@@ -136,8 +145,11 @@ func runAdd(ctx context.Context, stdout io.Writer, args []string, f addFlags) er
 		defer w.Abort()
 		sink = storeSink{w}
 		commit = func(root dag.Link) error {
-			_, err := w.Commit(ctx, root.CID.String(), root.CID)
-			return err
+			key := root.CID.String()
+			if _, err := w.Commit(ctx, key, root.CID); err != nil {
+				return err
+			}
+			return peer.KeepUnknown(key)
 		}
 	}
 

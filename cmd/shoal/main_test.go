@@ -20,6 +20,7 @@ import (
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/go-cid"
 
+	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/store"
 )
 
@@ -224,7 +225,7 @@ func TestAddBadInput(t *testing.T) {
 // TestAddInterrupted: SIGINT in the middle of an add exits 130, prints no
 // CID, and leaves no half-written file in the store.
 func TestAddInterrupted(t *testing.T) {
-	repo := t.TempDir()
+	repo := initRepo(t)
 	cmd := exec.Command(shoalBin, "add", "--repo", repo, "-Q", "-")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -252,7 +253,7 @@ func TestAddInterrupted(t *testing.T) {
 		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
 	}
 	leftovers := 0
-	filepath.Walk(repo, func(p string, fi os.FileInfo, err error) error {
+	filepath.Walk(filepath.Join(repo, config.StoreDir), func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() && fi.Size() > 0 && !strings.HasSuffix(p, "VERSION") {
 			leftovers++
 			t.Errorf("left behind: %s (%d bytes)", p, fi.Size())
@@ -261,11 +262,21 @@ func TestAddInterrupted(t *testing.T) {
 	})
 }
 
+// initRepo makes a peer directory with shoal init.
+func initRepo(t *testing.T) string {
+	t.Helper()
+	repo := filepath.Join(t.TempDir(), "repo")
+	if r := run(t, nil, "init", "--repo", repo); r.code != 0 {
+		t.Fatalf("init: exit %d: %s", r.code, r.stderr)
+	}
+	return repo
+}
+
 // TestAddIntoRepo: the blocks land in the repo's store as one verified
 // shard; adding the same bytes again (from stdin) is idempotent.
 func TestAddIntoRepo(t *testing.T) {
 	dir := t.TempDir()
-	repo := filepath.Join(dir, "repo")
+	repo := initRepo(t)
 	data := seeded("shoal-golden-1048577", 1048577)
 	file := writeFile(t, filepath.Join(dir, "f"), data)
 	for _, args := range [][]string{{"add", "--repo", repo, "-Q", file}, {"add", "--repo", repo, "-Q", "-"}} {
@@ -274,7 +285,7 @@ func TestAddIntoRepo(t *testing.T) {
 			t.Fatalf("%v: exit %d stdout %q stderr %q", args, r.code, r.stdout, r.stderr)
 		}
 	}
-	st, err := store.Open(repo)
+	st, err := store.Open(filepath.Join(repo, config.StoreDir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -435,3 +435,44 @@ func TestStateConfirmation(t *testing.T) {
 		}
 	}
 }
+
+// TestAddIntoStoppedPeer: issue 14's finding 6. `shoal add --repo` writes
+// into the daemon's own store under the daemon's lock: refused while the
+// daemon runs; on the stopped peer, the daemon then keeps the shard
+// through a round that walks everything, and a pin of its CID pins it
+// here from that copy (no other peer holds it) and reads back.
+func TestAddIntoStoppedPeer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a daemon")
+	}
+	c := newTestCluster(t, 1)
+	c.startAll()
+	p := c.peers[0]
+	c.shoal(0, strings.NewReader("a state of its own"), "add", "-Q", "-")
+	data := seeded("add-into-stopped-peer", 3<<20+17)
+	want := strings.TrimSpace(run(t, bytes.NewReader(data), "add", "-n", "-Q", "-").stdout)
+
+	r := run(t, bytes.NewReader(data), "add", "--repo", p.repo, "-Q", "-")
+	if msg := fmt.Sprintf("shoal: peer %s in %s: its daemon is running; stop it first\n", c.peerID(0), p.repo); r.code != 1 || r.stdout != "" || r.stderr != msg {
+		t.Fatalf("add --repo into a running peer: exit %d, stdout %q, stderr %q; want exit 1 and %q", r.code, r.stdout, r.stderr, msg)
+	}
+	c.stop(0)
+	if r := run(t, bytes.NewReader(data), "add", "--repo", p.repo, "-Q", "-"); r.code != 0 || r.stdout != want+"\n" {
+		t.Fatalf("add --repo into the stopped peer: exit %d, stdout %q, stderr %q; want %s", r.code, r.stdout, r.stderr, want)
+	}
+	c.start(0)
+	c.shoal(0, nil, "sync", "--local") // a round that walked the whole state and store
+	if keys := c.keysOf(0); !slices.Contains(keys, want) {
+		t.Fatalf("after a full round the store holds %v, not the shard %s added offline", keys, want)
+	}
+	c.shoal(0, nil, "pin", "add", want)
+	eventually(t, 10*time.Second, func() error {
+		if st := c.shoal(0, nil, "status", want).stdout; !strings.Contains(st, "pinned") || strings.Contains(st, "error") {
+			return fmt.Errorf("status: %s", st)
+		}
+		return nil
+	})
+	if got := c.shoal(0, nil, "cat", want).stdout; got != string(data) {
+		t.Fatalf("cat %s: %d bytes, want the %d added offline", want, len(got), len(data))
+	}
+}

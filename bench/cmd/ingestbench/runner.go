@@ -22,7 +22,9 @@ type step struct {
 	stdin func() (io.Reader, func(), error) // nil: no stdin
 	// cmd returns the process to run; scratch is a fresh path under the
 	// invocation's scratch directory the run may create (a store, a file).
-	cmd      func(scratch string) bench.Cmd
+	cmd func(scratch string) bench.Cmd
+	// prepare, when set, readies scratch before the timed run (untimed).
+	prepare  func(ctx context.Context, scratch string) error
 	store    bool // writes into scratch: sync after it is timed
 	keep     bool // keep what it wrote until the end, when there is room
 	printsID bool // prints the root CID on stdout
@@ -195,6 +197,11 @@ func (r *runner) once(ctx context.Context, s step, label string) (bench.Result, 
 			os.RemoveAll(scratch)
 		}
 	}()
+	if s.prepare != nil {
+		if err := s.prepare(ctx, scratch); err != nil {
+			return bench.Result{}, 0, err
+		}
+	}
 	c := s.cmd(scratch)
 	if s.stdin != nil {
 		in, done, err := s.stdin()
@@ -288,10 +295,10 @@ func (r *runner) steps() []step {
 		{p: p("boxo -> flatfs (stdin)"), printsID: true, store: true, keep: true, stdin: r.fileInput, cmd: func(s string) bench.Cmd {
 			return self("boxo-flatfs", "-repo", s, "-")
 		}},
-		{p: p("shoal add --repo (file)"), printsID: true, store: true, keep: true, cmd: func(s string) bench.Cmd {
+		{p: p("shoal add --repo (file)"), printsID: true, store: true, keep: true, prepare: r.initPeer, cmd: func(s string) bench.Cmd {
 			return shoal("--repo", s, r.data)
 		}},
-		{p: p("shoal add --repo (stdin)"), printsID: true, store: true, keep: true, stdin: r.fileInput, cmd: func(s string) bench.Cmd {
+		{p: p("shoal add --repo (stdin)"), printsID: true, store: true, keep: true, prepare: r.initPeer, stdin: r.fileInput, cmd: func(s string) bench.Cmd {
 			return shoal("--repo", s, "-")
 		}},
 	}
@@ -322,10 +329,20 @@ func (r *runner) bigSteps() []step {
 	}
 	return []step{
 		{p: &bench.Path{Name: "shoal add -n " + name, Bytes: n}, stdin: in, cmd: func(string) bench.Cmd { return shoal("-n", "-") }},
-		{p: &bench.Path{Name: "shoal add --repo " + name, Bytes: n}, stdin: in, store: true, cmd: func(s string) bench.Cmd {
+		{p: &bench.Path{Name: "shoal add --repo " + name, Bytes: n}, stdin: in, store: true, prepare: r.initPeer, cmd: func(s string) bench.Cmd {
 			return shoal("--repo", s, "-")
 		}},
 	}
+}
+
+// initPeer makes dir a peer directory (shoal init), which add --repo
+// writes into.
+func (r *runner) initPeer(ctx context.Context, dir string) error {
+	out, err := exec.CommandContext(ctx, r.shoal, "init", "--repo", dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("shoal init --repo %s: %v: %s", dir, err, out)
+	}
+	return nil
 }
 
 // buildShoal builds ./cmd/shoal of the module in the working directory.
