@@ -9,6 +9,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/shoal-project/shoal/config"
 )
 
 // peerstoreFile keeps the last known addresses of the cluster's members,
@@ -62,10 +64,8 @@ func (p *Peer) savePeerstore(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	tmp := filepath.Join(p.dir, peerstoreFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		_ = os.Rename(tmp, filepath.Join(p.dir, peerstoreFile))
-	}
+	// Best effort: the next save, seconds later, tries again.
+	_ = config.WriteFileAtomic(filepath.Join(p.dir, peerstoreFile), b)
 }
 
 // persistPeerstore saves the member addresses every few seconds.

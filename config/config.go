@@ -554,7 +554,7 @@ func Init(dir string, cfg Config) (peer.ID, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create %s: %w", dir, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, IdentityFile), keyBytes); err != nil {
+	if err := WriteFileAtomic(filepath.Join(dir, IdentityFile), keyBytes); err != nil {
 		return "", err
 	}
 	if err := Save(dir, cfg); err != nil {
@@ -569,7 +569,7 @@ func Save(dir string, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, ConfigFile), append(b, '\n'))
+	return WriteFileAtomic(filepath.Join(dir, ConfigFile), append(b, '\n'))
 }
 
 // Load reads and validates the peer directory at dir.
@@ -601,8 +601,10 @@ func Load(dir string) (Config, crypto.PrivKey, error) {
 	return cfg, priv, nil
 }
 
-// writeFileAtomic writes a 0600 file by temp file, fsync and rename.
-func writeFileAtomic(path string, data []byte) error {
+// WriteFileAtomic writes a 0600 file durably: a temporary file beside it,
+// fsync, rename, fsync of the directory. A reader sees the old file or the
+// whole new one, and after a crash the new one if it returned nil.
+func WriteFileAtomic(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
