@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -58,6 +59,12 @@ type ServerConfig struct {
 	// AllowedHosts are names, "NAME" (any port) or "NAME:PORT", that the
 	// Host header may give besides the API's own address (doc.go).
 	AllowedHosts []string
+	// BodyIdleTimeout, WriteIdleTimeout and DownloadIdleTimeout bound each
+	// read of a request body, each write of an answer and each write of
+	// a cat or export (deadline.go); 0: the defaults.
+	BodyIdleTimeout     time.Duration
+	WriteIdleTimeout    time.Duration
+	DownloadIdleTimeout time.Duration
 }
 
 // Validate checks the fields against each other.
@@ -71,6 +78,9 @@ func (c ServerConfig) Validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		return fmt.Errorf("API max body bytes %d is negative", c.MaxBodyBytes)
+	}
+	if c.BodyIdleTimeout < 0 || c.WriteIdleTimeout < 0 || c.DownloadIdleTimeout < 0 {
+		return errors.New("API idle timeouts must not be negative")
 	}
 	for user := range c.BasicAuth {
 		if user == "" || strings.Contains(user, ":") {
@@ -145,8 +155,9 @@ func NewServer(cfg ServerConfig, b Backend, version string) (*Server, error) {
 	s.srv = &http.Server{
 		Handler: s.handler,
 		// Bounds a client that opens a connection and sends nothing (or
-		// a header a byte at a time). Bodies have no deadline: an add
-		// streams for as long as the file takes.
+		// a header a byte at a time). Bodies and answers have idle
+		// deadlines instead of ReadTimeout and WriteTimeout, which would
+		// cut long adds and cats (deadline.go).
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return s.base },
@@ -351,7 +362,14 @@ func (s *Server) routes() http.Handler {
 		if rt.state == readsState {
 			query = append(slices.Clip(query), "consistency")
 		}
+		idle := cmp.Or(s.cfg.WriteIdleTimeout, DefaultWriteIdleTimeout)
+		if rt.pattern == "GET /cat/{cid}" || rt.pattern == "GET /export/{cid}" {
+			idle = cmp.Or(s.cfg.DownloadIdleTimeout, DefaultDownloadIdleTimeout)
+		}
+		bodyIdle := cmp.Or(s.cfg.BodyIdleTimeout, DefaultBodyIdleTimeout)
 		mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
+			w, r, done := withDeadlines(w, r, idle, bodyIdle, rt.body != noBody)
+			defer done()
 			q, err := queryParams(r, query...)
 			if err == nil {
 				err = checkContentType(r, rt.body)

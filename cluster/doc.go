@@ -53,6 +53,12 @@
 //	/shoal/verify/1   verify the parts this peer stores (long: 6 h bound)
 //	/shoal/tracker/1  retry failures now (recover) or walk everything (sync)
 //
+// Every stream has deadlines, and the streaming ones a cap (limits.go):
+// fetch and read answer their request within 5 s, then each read and
+// write must progress within 30 s or the stream is reset; a peer serves
+// at most 16 fetches and 32 reads at once and refuses more as "busy". The
+// JSON RPCs have one deadline each (rpcTimeout, or their own).
+//
 // Goroutines: Start runs the tracker (once the state has caught up with
 // the log the peer started with: consensus.CaughtUp), the monitor, the
 // repairer, the periodic verification, the membership watch, the peerstore

@@ -41,6 +41,9 @@ type Options struct {
 	// committed, and fails it by returning an error (a receiver whose
 	// disk fails mid-add).
 	receiveHook func(info shard.Info) error
+	// limits, in tests, shortens the deadlines and caps of the fetch and
+	// read streams (limits.go); zero fields keep the defaults.
+	limits streamLimits
 }
 
 // Peer is a running shoal daemon: the one place that wires the host,
@@ -65,6 +68,7 @@ type Peer struct {
 	active         map[string]bool // sharded adds this process is running
 	interrupted    map[string]interruptedAdd
 	rpcTimeout     time.Duration
+	limits         streamLimits // of the fetch and read streams
 	reconcileEvery time.Duration
 	logger         *log.Logger
 
@@ -109,6 +113,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		active:         map[string]bool{},
 		interrupted:    map[string]interruptedAdd{},
 	}
+	p.limits = opts.limits.withDefaults(p.rpcTimeout)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -169,7 +174,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	p.monitor = newMonitor(p, time.Duration(cfg.Health.HeartbeatInterval), time.Duration(cfg.Health.HeartbeatTTL))
 	p.host.Handle(protoInfo, serveJSON(p, p.serveInfo))
 	p.host.Handle(protoStatus, serveJSON(p, p.serveStatus))
-	p.host.Handle(protoFetch, p.serveFetch)
+	p.host.Handle(protoFetch, newFetchServer(p).serve)
 	p.host.Handle(protoRead, newReadServer(p).serve)
 	p.host.Handle(protoRemoved, serveJSON(p, p.serveRemoved))
 	p.host.Handle(protoAddrs, serveJSON(p, p.serveAddrs))

@@ -27,6 +27,7 @@ import (
 	"github.com/shoal-project/shoal/dag"
 	"github.com/shoal-project/shoal/shard"
 	"github.com/shoal-project/shoal/store"
+	"github.com/shoal-project/shoal/transfer"
 )
 
 // Reading a file back (`shoal cat`, `shoal get`) on any peer.
@@ -104,18 +105,12 @@ import (
 // too and quarantines the copy, which its tracker then fetches again.
 const protoRead protocol.ID = "/shoal/read/1"
 
-const (
-	// readIdleTimeout bounds the wait for one frame from a holder. It is
-	// reset before each frame, so a slow consumer of the file (the time
-	// spent writing to the API client) never counts against a holder.
-	readIdleTimeout = 30 * time.Second
-	// maxReadStreams bounds the read streams a peer serves at once; more
-	// are refused as busy and the reader asks the next holder. A shard
-	// stream holds a 256 KiB read-ahead, a block buffer (<= 8 MiB) and a
-	// 1 MiB write buffer, so 32 streams stay under ~300 MiB in the worst
-	// case and ~50 MiB with 256 KiB blocks.
-	maxReadStreams = 32
-)
+// The deadlines and the cap of /shoal/read/1 are in limits.go. A reader
+// renews its idle deadline before each frame, so a slow consumer of the
+// file (the time spent writing to the API client) never counts against a
+// holder; a server renews its own before each write, so a reader that
+// stops reading for the idle timeout loses its stream (its next read
+// fails, and it resumes from the next holder).
 
 const (
 	readOK      = 0
@@ -377,13 +372,13 @@ func (p *Peer) openLocalShard(sh consensus.Shard) (*shardCopy, error) {
 
 // openRead opens a read stream to from and asks for what of c.
 func (p *Peer) openRead(ctx context.Context, from peer.ID, what string, c cid.Cid) (network.Stream, *bufio.Reader, error) {
-	octx, cancel := context.WithTimeout(ctx, p.rpcTimeout)
+	octx, cancel := context.WithTimeout(ctx, p.limits.request)
 	defer cancel()
 	s, err := p.host.NewStream(octx, from, protoRead)
 	if err != nil {
 		return nil, nil, err
 	}
-	_ = s.SetDeadline(time.Now().Add(p.rpcTimeout))
+	_ = s.SetDeadline(time.Now().Add(p.limits.request))
 	if _, err := s.Write([]byte(what + " " + c.String() + "\n")); err != nil {
 		_ = s.Reset()
 		return nil, nil, fmt.Errorf("ask for %s %s: %w", what, c, err)
@@ -439,7 +434,7 @@ func (p *Peer) openRemoteShard(ctx context.Context, from peer.ID, sh consensus.S
 	var total uint64
 	limit := listLimit(sh.Blocks)
 	for {
-		_ = s.SetReadDeadline(time.Now().Add(readIdleTimeout))
+		_ = s.SetReadDeadline(time.Now().Add(p.limits.idle))
 		c, data, err := readFrame(br, nil)
 		if err != nil {
 			return nil, fmt.Errorf("read the list of shard %s: %w", sh.CID, err)
@@ -487,7 +482,7 @@ func (p *Peer) openRemoteShard(ctx context.Context, from peer.ID, sh consensus.S
 		}
 	}
 	h := newHashAhead(func(buf []byte) (dag.Block, int, error) {
-		_ = s.SetReadDeadline(time.Now().Add(readIdleTimeout))
+		_ = s.SetReadDeadline(time.Now().Add(p.limits.idle))
 		c, data, err := readFrame(br, buf)
 		if err != nil {
 			return dag.Block{}, 0, err
@@ -587,26 +582,24 @@ func writeFrame(bw *bufio.Writer, c cid.Cid, data []byte) error {
 
 // readServer serves /shoal/read/1 from a peer's store.
 type readServer struct {
-	p    *Peer
-	busy chan struct{} // one token per stream being served
+	p *Peer
+	slots
 }
 
 func newReadServer(p *Peer) *readServer {
-	return &readServer{p: p, busy: make(chan struct{}, maxReadStreams)}
+	return &readServer{p: p, slots: newSlots(p.limits.read, "reads")}
 }
 
 func (rs *readServer) serve(s network.Stream) {
 	defer s.Close()
 	stop := context.AfterFunc(rs.p.ctx, func() { _ = s.Reset() })
 	defer stop()
-	_ = s.SetReadDeadline(time.Now().Add(rs.p.rpcTimeout))
-	line, err := bufio.NewReader(io.LimitReader(s, 256)).ReadString('\n')
-	if err != nil {
-		_ = s.Reset()
+	line, ok := rs.p.readRequest(s)
+	if !ok {
 		return
 	}
 	refuse := func(msg string) { _, _ = s.Write(append([]byte{readRefused}, msg+"\n"...)) }
-	what, arg, _ := strings.Cut(trimNL(line), " ")
+	what, arg, _ := strings.Cut(line, " ")
 	c, err := cid.Decode(arg)
 	if err != nil {
 		refuse("malformed CID")
@@ -616,13 +609,10 @@ func (rs *readServer) serve(s network.Stream) {
 		refuse(err.Error())
 		return
 	}
-	select {
-	case rs.busy <- struct{}{}:
-		defer func() { <-rs.busy }()
-	default:
-		refuse("busy: serving too many reads")
+	if !rs.take(refuse) {
 		return
 	}
+	defer rs.give()
 	switch what {
 	case "shard":
 		rs.serveShard(s, c, refuse)
@@ -656,7 +646,7 @@ func (rs *readServer) serveShard(s network.Stream, c cid.Cid, refuse func(string
 		refuse("its list is unreadable here: " + err.Error())
 		return
 	}
-	bw := bufio.NewWriterSize(s, 1<<20)
+	bw := bufio.NewWriterSize(&transfer.IdleStream{S: s, D: rs.p.limits.idle}, 1<<20)
 	// A write fails when the reader stops, which it does as soon as it has
 	// the bytes it wants: nothing to log.
 	fail := func() { _ = s.Reset() }
@@ -713,7 +703,7 @@ func (rs *readServer) serveBlock(s network.Stream, c cid.Cid, refuse func(string
 		refuse(err.Error())
 		return
 	}
-	bw := bufio.NewWriterSize(s, min(len(data)+256, 1<<20))
+	bw := bufio.NewWriterSize(&transfer.IdleStream{S: s, D: rs.p.limits.idle}, min(len(data)+256, 1<<20))
 	if bw.WriteByte(readOK) != nil || writeFrame(bw, c, data) != nil || bw.Flush() != nil {
 		_ = s.Reset()
 	}
@@ -728,7 +718,7 @@ func (p *Peer) readBlock(ctx context.Context, from peer.ID, c cid.Cid) ([]byte, 
 	defer s.Close()
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
-	_ = s.SetReadDeadline(time.Now().Add(readIdleTimeout))
+	_ = s.SetReadDeadline(time.Now().Add(p.limits.idle))
 	got, data, err := readFrame(br, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read block %s: %w", c, err)

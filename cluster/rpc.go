@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/dag"
+	"github.com/shoal-project/shoal/transfer"
 )
 
 // Peer-to-peer protocols, all gated by cluster membership (package p2p).
@@ -335,23 +336,38 @@ func (p *Peer) serveStatus(_ context.Context, _ peer.ID, req statusReq) (any, er
 // uvarint at the end. Pre-order lets the receiver check that every block
 // is one it was told about by a parent it already verified, and that none
 // is missing at the end, with memory bounded by the DAG's frontier.
+//
+// Deadlines and the cap on streams served are those of limits.go: a
+// server refuses a fetch beyond its cap with "busy: ...", and the
+// tracker asks the next holder.
 const (
 	fetchOK      = 0
 	fetchRefused = 1
 )
 
-func (p *Peer) serveFetch(s network.Stream) {
+// fetchServer serves /shoal/fetch/1 from a peer's store.
+type fetchServer struct {
+	p *Peer
+	slots
+}
+
+func newFetchServer(p *Peer) *fetchServer {
+	return &fetchServer{p: p, slots: newSlots(p.limits.fetch, "fetches")}
+}
+
+func (fs *fetchServer) serve(s network.Stream) {
+	p := fs.p
 	defer s.Close()
-	br := bufio.NewReader(io.LimitReader(s, 256))
-	line, err := br.ReadString('\n')
-	if err != nil {
-		_ = s.Reset()
+	stop := context.AfterFunc(p.ctx, func() { _ = s.Reset() })
+	defer stop()
+	line, ok := p.readRequest(s)
+	if !ok {
 		return
 	}
 	refuse := func(msg string) {
 		_, _ = s.Write(append([]byte{fetchRefused}, msg+"\n"...))
 	}
-	root, err := cid.Decode(line[:len(line)-1])
+	root, err := cid.Decode(line)
 	if err != nil {
 		refuse("malformed root CID")
 		return
@@ -360,11 +376,15 @@ func (p *Peer) serveFetch(s network.Stream) {
 		refuse(err.Error())
 		return
 	}
+	if !fs.take(refuse) {
+		return
+	}
+	defer fs.give()
 	if !p.store.Has(root) && root.Prefix().MhType != identityCode {
 		refuse("not here")
 		return
 	}
-	bw := bufio.NewWriterSize(s, 1<<20)
+	bw := bufio.NewWriterSize(&transfer.IdleStream{S: s, D: p.limits.idle}, 1<<20)
 	if err := bw.WriteByte(fetchOK); err != nil {
 		_ = s.Reset()
 		return
@@ -397,67 +417,83 @@ func (p *Peer) serveFetch(s network.Stream) {
 }
 
 // fetch copies the DAG under root from peer from into sink, verifying
-// every block against its CID and against the links of its parent.
+// every block against its CID and against the links of its parent. The
+// holder must answer the request within the RPC timeout and then send
+// something at least every idle timeout (limits.go): a stalled holder
+// fails the fetch, and the caller asks the next one. Time spent in sink
+// does not count.
 func (p *Peer) fetch(ctx context.Context, from peer.ID, root cid.Cid, sink func(dag.Block) error) error {
-	s, err := p.host.NewStream(ctx, from, protoFetch)
+	octx, cancel := context.WithTimeout(ctx, p.limits.request)
+	defer cancel()
+	s, err := p.host.NewStream(octx, from, protoFetch)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
+	_ = s.SetWriteDeadline(time.Now().Add(p.limits.request))
 	if _, err := s.Write([]byte(root.String() + "\n")); err != nil {
+		_ = s.Reset()
 		return fmt.Errorf("ask %s for %s: %w", from, root, err)
 	}
 	_ = s.CloseWrite()
-	br := bufio.NewReaderSize(s, 1<<20)
+	ir := &transfer.IdleStream{S: s, D: p.limits.request}
+	br := bufio.NewReaderSize(ir, 1<<20)
 	st, err := br.ReadByte()
 	if err != nil {
+		_ = s.Reset()
 		return fmt.Errorf("fetch %s from %s: %w", root, from, err)
 	}
 	if st != fetchOK {
 		msg, _ := bufio.NewReader(io.LimitReader(br, 256)).ReadString('\n')
 		return fmt.Errorf("%s cannot serve %s: %s", from, root, trimNL(msg))
 	}
+	ir.D = p.limits.idle // the DAG may take long, but not stall
 	v := newDAGVerifier(root)
 	buf := make([]byte, 0, 1<<20)
+	fail := func(err error) error {
+		_ = s.Reset()
+		return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+	}
 	for {
 		cl, err := binary.ReadUvarint(br)
 		if err != nil {
-			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+			return fail(err)
 		}
 		if cl == 0 {
 			break
 		}
 		if cl > maxCIDLen {
-			return fmt.Errorf("fetch %s from %s: a CID of %d bytes", root, from, cl)
+			return fail(fmt.Errorf("a CID of %d bytes", cl))
 		}
 		cb := make([]byte, cl)
 		if _, err := io.ReadFull(br, cb); err != nil {
-			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+			return fail(err)
 		}
 		c, err := cid.Cast(cb)
 		if err != nil {
-			return fmt.Errorf("fetch %s from %s: malformed CID: %w", root, from, err)
+			return fail(fmt.Errorf("malformed CID: %w", err))
 		}
 		dl, err := binary.ReadUvarint(br)
 		if err != nil {
-			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+			return fail(err)
 		}
 		if dl > maxBlockLen {
-			return fmt.Errorf("fetch %s from %s: block %s of %d bytes is above the %d-byte limit", root, from, c, dl, maxBlockLen)
+			return fail(fmt.Errorf("block %s of %d bytes is above the %d-byte limit", c, dl, maxBlockLen))
 		}
 		if cap(buf) < int(dl) {
 			buf = make([]byte, dl)
 		}
 		buf = buf[:dl]
 		if _, err := io.ReadFull(br, buf); err != nil {
-			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+			return fail(err)
 		}
 		if err := v.check(c, buf); err != nil {
-			return fmt.Errorf("fetch %s from %s: %w", root, from, err)
+			return fail(err)
 		}
 		if err := sink(dag.Block{CID: c, Data: buf}); err != nil {
+			_ = s.Reset()
 			return err
 		}
 	}

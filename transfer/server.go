@@ -79,7 +79,7 @@ type Server struct {
 // or the stream broke.
 func (s *Server) Handle(st network.Stream) {
 	from := st.Conn().RemotePeer()
-	rw := &deadlineIO{s: st, d: s.idleTimeout()}
+	rw := &IdleStream{S: st, D: s.idleTimeout()}
 	if err := s.serve(rw, rw, from); err != nil && s.Logf != nil {
 		s.Logf("receive shard from %s: %v", from, err)
 	}
@@ -94,21 +94,23 @@ func (s *Server) idleTimeout() time.Duration {
 	return DefaultIdleTimeout
 }
 
-// deadlineIO renews the stream's deadline before each read and write, so
-// that a transfer may take long but never stall for long.
-type deadlineIO struct {
-	s network.Stream
-	d time.Duration
+// IdleStream renews S's read deadline before each read and its write
+// deadline before each write, so that a transfer may take long but never
+// stall for longer than D. Time spent between calls does not count. The
+// cluster's fetch and read protocols use it too.
+type IdleStream struct {
+	S network.Stream
+	D time.Duration
 }
 
-func (d *deadlineIO) Read(p []byte) (int, error) {
-	_ = d.s.SetReadDeadline(time.Now().Add(d.d))
-	return d.s.Read(p)
+func (d *IdleStream) Read(p []byte) (int, error) {
+	_ = d.S.SetReadDeadline(time.Now().Add(d.D))
+	return d.S.Read(p)
 }
 
-func (d *deadlineIO) Write(p []byte) (int, error) {
-	_ = d.s.SetWriteDeadline(time.Now().Add(d.d))
-	return d.s.Write(p)
+func (d *IdleStream) Write(p []byte) (int, error) {
+	_ = d.S.SetWriteDeadline(time.Now().Add(d.D))
+	return d.S.Write(p)
 }
 
 // serve runs one transfer: header, room check, blocks, end, answer. It

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoal-project/shoal/dag"
 	"github.com/shoal-project/shoal/shard"
@@ -187,22 +188,31 @@ func fixSize(info shard.Info, sent, nodes []dag.Block) shard.Info {
 func TestReceiverBusy(t *testing.T) {
 	nodes := newCluster(t, 2)
 	nodes[1].srv.MaxConcurrent = 1
-	ctx := t.Context()
-	s, err := nodes[0].h.NewStream(ctx, nodes[1].h.ID(), Protocol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Reset()
-	if _, err := s.Write(rawHeader(1, 1<<20)); err != nil {
-		t.Fatal(err)
-	}
-	if a, err := readAnswer(bufio.NewReader(s)); err != nil || a.status != statusOK {
-		t.Fatalf("first transfer: %+v, %v", a, err)
-	}
+	holdSlot(t, nodes)
 	first, _ := rawSend(t, nodes[0].h, nodes[1].h.ID(), rawHeader(1, 1<<20), nil)
 	if first.status == statusOK || !strings.Contains(first.reason, "busy") {
 		t.Fatalf("second transfer answered %+v, want busy", first)
 	}
+}
+
+// holdSlot starts a transfer of one block from nodes[0] to nodes[1] and
+// sends nothing after its header, so it holds one of the receiver's slots.
+// It returns the reader of the receiver's answers.
+func holdSlot(t *testing.T, nodes []*node) *bufio.Reader {
+	t.Helper()
+	s, err := nodes[0].h.NewStream(t.Context(), nodes[1].h.ID(), Protocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Reset() })
+	if _, err := s.Write(rawHeader(1, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(s)
+	if a, err := readAnswer(br); err != nil || a.status != statusOK {
+		t.Fatalf("the transfer holding a slot: %+v, %v", a, err)
+	}
+	return br
 }
 
 // FuzzReceive feeds arbitrary bytes to a receiver: it never panics, and
@@ -287,4 +297,30 @@ func TestReservedRoom(t *testing.T) {
 	if s.Reserved() != 0 {
 		t.Fatalf("reserved %d after the hold's release", s.Reserved())
 	}
+}
+
+// TestReceiverIdleTimeout: a sender that stops sending after its header
+// holds its slot (others are refused as busy) only until the idle timeout,
+// when the receiver fails its transfer; the next transfer is admitted.
+func TestReceiverIdleTimeout(t *testing.T) {
+	nodes := newCluster(t, 2)
+	nodes[1].srv.MaxConcurrent = 1
+	nodes[1].srv.IdleTimeout = 300 * time.Millisecond
+	br := holdSlot(t, nodes)
+	start := time.Now()
+	if busy, _ := rawSend(t, nodes[0].h, nodes[1].h.ID(), rawHeader(1, 1<<20), nil); busy.status == statusOK ||
+		busy.reason != "busy: already receiving 1 shards" {
+		t.Fatalf("transfer beside the stalled one answered %+v, want busy", busy)
+	}
+	a, err := readAnswer(br)
+	if d := time.Since(start); d < 300*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("the stalled transfer ended after %v, want the idle timeout (300ms) and a little", d)
+	}
+	if err != nil || a.status != statusFailed || a.reason != "read CID length: i/o deadline reached" {
+		t.Fatalf("stalled transfer ended with %+v, %v; want failed on the deadline", a, err)
+	}
+	if next, _ := rawSend(t, nodes[0].h, nodes[1].h.ID(), rawHeader(1, 1<<20), nil); next.status != statusOK {
+		t.Fatalf("the next transfer answered %+v, want it admitted", next)
+	}
+	assertEmpty(t, nodes[1])
 }
