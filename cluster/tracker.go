@@ -342,20 +342,102 @@ func (t *tracker) purge(ctx context.Context) {
 			keys = append(keys, k)
 		}
 	}
+	var unwanted []string
 	for _, k := range t.p.unwantedHere(ctx, keys) {
-		delete(t.doomed, k)
 		t.mu.Lock()
 		_, guarded := t.protected[k]
 		_, received := t.received[k]
 		_, unknown := t.unknown[k]
 		t.mu.Unlock()
 		if guarded || received || unknown {
+			delete(t.doomed, k)
 			continue
 		}
+		unwanted = append(unwanted, k)
+	}
+	for _, k := range t.handedOff(ctx, unwanted) {
+		delete(t.doomed, k)
 		if err := t.p.store.Delete(k); err != nil && !errors.Is(err, store.ErrNotFound) {
 			t.p.log("unpin %s: %v", k, err)
 		}
 	}
+}
+
+// handedOff returns the keys of keys that this peer may delete: those the
+// state no longer pins anywhere, and the parts still pinned elsewhere
+// that enough of their holders store already (rmin of them, or all when
+// fewer are allocated). The others stay doomed, and are asked about
+// again next round: a peer never deletes what may be a part's last copy
+// while the part is pinned. That happens when an op moves a part off this
+// peer before its new holders copied it (a re-add built on a state that
+// an unpin then changed, a re-allocation whose new holders are down), and
+// the new holders fetch it from here.
+func (t *tracker) handedOff(ctx context.Context, keys []string) []string {
+	st, self := t.p.cons.State(), t.p.host.ID()
+	type pending struct {
+		key  string
+		need int
+	}
+	var out []string
+	var wait []pending
+	ask := map[peer.ID][]int{} // holder -> indexes into wait
+	for _, k := range keys {
+		c, err := cid.Decode(k)
+		if err != nil {
+			continue // never deleted: check keeps undecodable keys
+		}
+		part, ok := st.Part(c)
+		if !ok {
+			out = append(out, k)
+			continue
+		}
+		need := 1
+		if pin, ok := st.Get(part.Root); ok {
+			need = max(pin.RMin, 1)
+		}
+		holders := slices.DeleteFunc(slices.Clone(part.Holders), func(id peer.ID) bool { return id == self })
+		need = min(need, len(holders))
+		if need == 0 {
+			continue // allocated nowhere else: kept until the pin changes
+		}
+		for _, h := range holders {
+			ask[h] = append(ask[h], len(wait))
+		}
+		wait = append(wait, pending{k, need})
+	}
+	if len(wait) == 0 {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	has := make([]atomic.Int32, len(wait))
+	var wg sync.WaitGroup
+	for h, idx := range ask {
+		wg.Go(func() {
+			for chunk := range slices.Chunk(idx, haveBatch) {
+				req := haveReq{Keys: make([]string, len(chunk))}
+				for i, j := range chunk {
+					req.Keys[i] = wait[j].key
+				}
+				var got []bool
+				if err := t.p.call(ctx, h, protoHave, req, &got); err != nil || len(got) != len(chunk) {
+					return // unreachable or wrong: counts as not holding
+				}
+				for i, j := range chunk {
+					if got[i] {
+						has[j].Add(1)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, w := range wait {
+		if int(has[i].Load()) >= w.need {
+			out = append(out, w.key)
+		}
+	}
+	return out
 }
 
 // load returns how many items wait to be fetched and how many failed.
