@@ -91,7 +91,11 @@ func (b backend) survey(ctx context.Context) ([]peerInfo, error) {
 			out[i].info = b.p.localInfo()
 			continue
 		}
-		wg.Go(func() { out[i].err = b.p.call(ctx, m.ID, protoInfo, struct{}{}, &out[i].info) })
+		wg.Go(func() {
+			if out[i].err = b.p.call(ctx, m.ID, protoInfo, struct{}{}, &out[i].info); out[i].err == nil {
+				out[i].err = out[i].info.check()
+			}
+		})
 	}
 	wg.Wait()
 	return out, nil

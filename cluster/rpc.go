@@ -64,6 +64,20 @@ type info struct {
 	Shards   int   `json:"shards"`
 }
 
+// check refuses storage figures no peer can have: negative ones, or more
+// free than capacity - used - reserved. A member's figures are its own
+// word (docs/security.md): one that claims room it does not have is
+// caught when its copies fail verify, and repaired elsewhere. This only
+// keeps an impossible claim out of the allocator.
+func (in info) check() error {
+	if in.Capacity < 0 || in.Used < 0 || in.Reserved < 0 || in.Free < 0 || in.Shards < 0 ||
+		in.Free > max(in.Capacity-in.Used-in.Reserved, 0) {
+		return fmt.Errorf("impossible storage figures (capacity %d, used %d, reserved %d, free %d, shards %d)",
+			in.Capacity, in.Used, in.Reserved, in.Free, in.Shards)
+	}
+	return nil
+}
+
 // statusReq asks a peer for its local state of some pins and shards.
 type statusReq struct {
 	CIDs   []string `json:"cids"`
@@ -139,10 +153,18 @@ func (p *Peer) serveInfo(context.Context, peer.ID, struct{}) (any, error) {
 	return p.localInfo(), nil
 }
 
-// serveRemoved stops this peer when a member says the cluster removed it.
-// Members are trusted (the threat model in package p2p).
+// serveRemoved stops this peer when a member says the cluster removed it
+// and this peer's own Raft configuration agrees: one member's word alone
+// stops no peer (docs/security.md). The leader replicates a removal to the
+// removed peer too, so its configuration has usually dropped it by the
+// time the notice comes; if not yet, watchMembership stops the peer once
+// it does.
 func (p *Peer) serveRemoved(_ context.Context, from peer.ID, _ struct{}) (any, error) {
-	p.log("%s says this peer was removed from the cluster; stopping", from)
+	if p.cons.IsMember(p.host.ID()) {
+		p.log("%s says this peer was removed from the cluster, but its Raft configuration still lists it: not stopping", from)
+		return nil, errors.New("this peer's Raft configuration still lists it as a member: not stopping")
+	}
+	p.log("%s says this peer was removed from the cluster, and its Raft configuration agrees; stopping", from)
 	p.markRemoved()
 	return struct{}{}, nil
 }

@@ -45,6 +45,10 @@ var (
 	// decide again on the current state.
 	ErrStale = errors.New("stale decision")
 
+	// ErrForbidden: the leader refused an op a member forwarded, as one
+	// that member may not make (authority.go). Never retried.
+	ErrForbidden = errors.New("not allowed")
+
 	// ErrCorruptSnapshot: a snapshot stream does not follow the format.
 	ErrCorruptSnapshot = errors.New("corrupt pinset snapshot")
 

@@ -55,6 +55,7 @@ const (
 	codeUnknownPeer
 	codeClosed
 	codeFailed
+	codeForbidden
 )
 
 var codeErrors = []struct {
@@ -67,6 +68,7 @@ var codeErrors = []struct {
 	{codeOutcomeUnknown, ErrOutcomeUnknown},
 	{codeUnknownPeer, ErrUnknownPeer},
 	{codeClosed, ErrClosed},
+	{codeForbidden, ErrForbidden},
 }
 
 func codeOf(err error) byte {
@@ -211,6 +213,9 @@ func (c *Consensus) dispatch(ctx context.Context, from peer.ID, kind reqKind, bo
 		// DecodeOp leaves the CID policy to new ops: this is one.
 		if err := op.checkCIDs(); err != nil {
 			return nil, fmt.Errorf("commit from %s: %w", from, err)
+		}
+		if err := c.checkForwarded(from, op); err != nil {
+			return nil, err
 		}
 		if err := c.applyLocal(ctx, body); err != nil {
 			return nil, fmt.Errorf("commit %s from %s: %w", op, from, err)

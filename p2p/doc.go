@@ -69,9 +69,13 @@
 //     see that two addresses talk, how much, and when, and can cut them.
 //
 // A member (or a peer that holds the secret: the two are equivalent, as
-// such a peer can join) is trusted: it can commit any op, add and remove
-// peers, and serve bad data on the protocols built on this package (which
-// must check content against CIDs themselves). Taking the secret from a
+// such a peer can join) is trusted with the cluster: it can pin and
+// unpin, add and remove peers, and serve bad data on the protocols built
+// on this package (which must check content against CIDs themselves).
+// The leader still refuses a forwarded op that places a part on a
+// non-member or touches another peer's add (consensus/authority.go), and
+// a peer stops on a removal notice only when its own Raft configuration
+// agrees; docs/security.md has the whole model and its tests. Taking the secret from a
 // member means rotating it on every peer. Block shuts a peer out at the
 // connection level, for example after removing it.
 package p2p

@@ -1,0 +1,53 @@
+package cluster
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMemberCannotStopPeer: a member that tells a peer it was removed,
+// while the peer's Raft configuration still lists it, is answered with an
+// error and the peer keeps running; a real removal stops it.
+func TestMemberCannotStopPeer(t *testing.T) {
+	peers := newTestPeers(t, 3)
+	ctx := context.Background()
+	err := peers[1].call(ctx, peers[2].ID(), protoRemoved, struct{}{}, &struct{}{})
+	if want := "this peer's Raft configuration still lists it as a member: not stopping"; err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Fatalf("a false removal notice answered %v; want it refused: %s", err, want)
+	}
+	select {
+	case <-peers[2].Removed():
+		t.Fatal("peer2 stopped on one member's word")
+	case <-time.After(2 * time.Second): // past a membership watch
+	}
+	if err := (backend{peers[1]}).RemovePeer(ctx, peers[2].ID().String()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-peers[2].Removed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("peer2 still runs 10 s after its removal")
+	}
+}
+
+// TestInfoCheck: storage figures no peer can have keep it out of the
+// allocator's candidates, with the figures in the sentence.
+func TestInfoCheck(t *testing.T) {
+	for _, tc := range []struct {
+		in   info
+		want string
+	}{
+		{info{Capacity: 100, Used: 40, Reserved: 10, Free: 50, Shards: 3}, ""},
+		{info{Capacity: 0, Used: 5, Free: 0}, ""},
+		{info{Capacity: 100, Used: 40, Reserved: 10, Free: 51}, "impossible storage figures (capacity 100, used 40, reserved 10, free 51, shards 0)"},
+		{info{Capacity: 1 << 40, Used: -1 << 40, Free: 1 << 40}, "impossible storage figures (capacity 1099511627776, used -1099511627776, reserved 0, free 1099511627776, shards 0)"},
+		{info{Capacity: 10, Free: 10, Shards: -1}, "impossible storage figures (capacity 10, used 0, reserved 0, free 10, shards -1)"},
+	} {
+		err := tc.in.check()
+		if (tc.want == "") != (err == nil) || (err != nil && err.Error() != tc.want) {
+			t.Errorf("%+v: %v; want %q", tc.in, err, tc.want)
+		}
+	}
+}
