@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // TestMemberCannotStopPeer: a member that tells a peer it was removed,
@@ -29,6 +31,32 @@ func TestMemberCannotStopPeer(t *testing.T) {
 	case <-peers[2].Removed():
 	case <-time.After(10 * time.Second):
 		t.Fatal("peer2 still runs 10 s after its removal")
+	}
+
+	// The removal is recorded, every member blocks peer2, and it cannot
+	// join again as itself: before the record, the join handshake (open
+	// to anyone with the secret) made it a member again.
+	gone := peers[2].ID()
+	for _, p := range peers[:2] {
+		if !p.cons.State().IsRemoved(gone) {
+			t.Fatalf("%s's state does not record peer2 as removed", p.cfg.PeerName)
+		}
+	}
+	time.Sleep(1500 * time.Millisecond) // a membership watch blocks it
+	addr, err := ma.NewMultiaddr(peers[0].fullAddrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := peers[2].host.Join(jctx, addr); err == nil {
+		t.Fatal("the removed peer joined again")
+	}
+	time.Sleep(time.Second)
+	for _, p := range peers[:2] {
+		if p.cons.IsMember(gone) {
+			t.Fatalf("%s lists the removed peer as a member again", p.cfg.PeerName)
+		}
 	}
 }
 

@@ -162,6 +162,15 @@ func (b backend) RemovePeer(ctx context.Context, id string) error {
 	// Learn where the peer is before it leaves the configuration, to tell
 	// it afterwards.
 	b.p.learnAddrs(ctx, pid)
+	// Recorded first, so that a removal is never without its record: every
+	// member then blocks the peer, and a removed peer that still holds
+	// the secret cannot join again as itself. If the removal below fails,
+	// the record stays and the same call completes it.
+	if b.p.cons.IsMember(pid) {
+		if err := b.commitRetrying(ctx, consensus.RemovedOp(pid, time.Now().UTC())); err != nil {
+			return mapErr(err)
+		}
+	}
 	if err := b.p.cons.RemovePeer(ctx, pid); err != nil {
 		return mapErr(err)
 	}

@@ -99,6 +99,12 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Read before anything starts, so that a bad certificate fails the
+	// start before the peer joins a cluster.
+	apiTLS, err := api.LoadTLS(cfg.API.TLSFiles(dir))
+	if err != nil {
+		return nil, err
+	}
 	if limit, _ := cfg.MemoryLimitBytes(); limit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(limit)
 	}
@@ -114,6 +120,9 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		interrupted:    map[string]interruptedAdd{},
 	}
 	p.limits = opts.limits.withDefaults(p.rpcTimeout)
+	for _, w := range cfg.Warnings() {
+		p.log("%s", w)
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -167,6 +176,9 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	p.host.SetMembership(p.cons)
 	p.loadPeerstore()
 	p.host.SetOnJoin(func(ctx context.Context, id peer.ID, addrs []ma.Multiaddr) error {
+		if p.cons.State().IsRemoved(id) {
+			return fmt.Errorf("peer %s was removed from this cluster (shoal peers rm); it can join again only as a new peer: run shoal init in a new directory", id)
+		}
 		p.host.AddAddrs(id, addrs)
 		return p.cons.AddPeer(ctx, id)
 	})
@@ -228,6 +240,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		AllowUnauthenticatedRemote: cfg.API.AllowUnauthenticatedRemote,
 		AllowedOrigins:             cfg.API.AllowedOrigins,
 		AllowedHosts:               cfg.API.AllowedHosts,
+		TLS:                        apiTLS,
 	}, backend{p}, opts.Version)
 	if err != nil {
 		return nil, err
@@ -335,18 +348,30 @@ func (p *Peer) checkSameCluster(ctx context.Context, addrs []ma.Multiaddr) error
 }
 
 // watchMembership stops the peer once it has been a member and is no
-// longer: a removed peer must not disturb the cluster.
+// longer: a removed peer must not disturb the cluster. It blocks, at the host, every peer the state
+// records as removed (consensus.OpRemoved), so that one that still holds
+// the secret can neither talk to this peer nor join through it.
 func (p *Peer) watchMembership(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	self := p.host.ID()
 	wasMember := false
+	blocked := map[peer.ID]bool{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		member := p.cons.IsMember(p.host.ID())
+		for _, id := range p.cons.State().Removed() {
+			// This peer's own record is the remover's to act on: it
+			// stops once its configuration drops it, below.
+			if id != self && !blocked[id] {
+				p.host.Block(id)
+				blocked[id] = true
+			}
+		}
+		member := p.cons.IsMember(self)
 		if wasMember && !member {
 			p.log("this peer was removed from the cluster; stopping")
 			p.markRemoved()
@@ -391,6 +416,9 @@ func (p *Peer) ID() peer.ID { return p.host.ID() }
 
 // APIAddr is the address the API listens on.
 func (p *Peer) APIAddr() string { return p.api.Addr() }
+
+// APIURL is the API's base URL, https:// when it serves TLS.
+func (p *Peer) APIURL() string { return p.api.URL() }
 
 // Close stops the peer: the API first (no new requests), then the
 // goroutines, consensus (bounded, also without quorum), the host and the

@@ -73,6 +73,7 @@ func goldenOps(t testing.TB) map[string]Op {
 			[]peer.ID{fixedPeer(t, 3)}, t0.Add(8*time.Second)),
 		"op-realloc": ReallocOp(fixedCID(t, false, "root"), fixedCID(t, true, "s0"), []peer.ID{p2, p1},
 			[]peer.ID{p1, fixedPeer(t, 3)}, t0.Add(9*time.Second)),
+		"op-removed": RemovedOp(fixedPeer(t, 4), t0.Add(10*time.Second)),
 	}
 }
 
@@ -306,6 +307,46 @@ func repairedGoldenState(t testing.TB) *State {
 	return s
 }
 
+// removedGoldenState is repairedGoldenState with two peers removed (one
+// recorded twice: the first time stays).
+func removedGoldenState(t testing.TB) *State {
+	s := repairedGoldenState(t)
+	op := goldenOps(t)["op-removed"]
+	again := op
+	again.Time = op.Time.Add(time.Hour)
+	for _, o := range []Op{op, RemovedOp(fixedPeer(t, 5), t0.Add(11*time.Second)), again} {
+		if err := s.apply(0, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// TestSnapshotV3StillReads: a snapshot of the third format (no removed
+// peers) restores into the current state.
+func TestSnapshotV3StillReads(t *testing.T) {
+	text, err := os.ReadFile(filepath.Join("testdata", "snapshot-v3.hex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hex.DecodeString(strings.ReplaceAll(string(text), "\n", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := newState()
+	if err := (fsm{s: restored}).Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	want := repairedGoldenState(t)
+	if !reflect.DeepEqual(restored.Pins(), want.Pins()) || !reflect.DeepEqual(restored.Adds(), want.Adds()) ||
+		!reflect.DeepEqual(restored.Repairs(), want.Repairs()) {
+		t.Fatalf("v3 restored\n%+v\nwant\n%+v", restored.Pins(), want.Pins())
+	}
+	if r := restored.Removed(); len(r) != 0 {
+		t.Fatalf("v3 snapshot produced removed peers: %v", r)
+	}
+}
+
 // TestSnapshotV2StillReads: a snapshot of the second format (no repairs)
 // restores into the current state.
 func TestSnapshotV2StillReads(t *testing.T) {
@@ -354,12 +395,18 @@ func TestSnapshotV1StillReads(t *testing.T) {
 }
 
 func TestSnapshotGoldenAndRoundTrip(t *testing.T) {
-	s := repairedGoldenState(t)
+	s := removedGoldenState(t)
 	b := snapshotBytes(t, s)
-	if !bytes.HasPrefix(b, []byte("shoal-pinset 3\n")) {
+	if !bytes.HasPrefix(b, []byte("shoal-pinset 4\n")) {
 		t.Fatalf("snapshot starts %q", b[:min(len(b), 20)])
 	}
-	checkGolden(t, "snapshot-v3", b)
+	checkGolden(t, "snapshot-v4", b)
+	if r := s.Removed(); len(r) != 2 || !s.IsRemoved(fixedPeer(t, 4)) || !s.IsRemoved(fixedPeer(t, 5)) || s.IsRemoved(fixedPeer(t, 1)) {
+		t.Fatalf("removed peers: %v", r)
+	}
+	if at := s.removed[fixedPeer(t, 4)]; !at.Equal(t0.Add(10 * time.Second)) {
+		t.Fatalf("removed again moved the time to %s", at)
+	}
 	if rs := s.Repairs(); len(rs) != 1 || rs[0].Part != fixedCID(t, true, "s0") || len(rs[0].Pending) != 1 {
 		t.Fatalf("repairs: %+v", rs)
 	}
@@ -376,7 +423,7 @@ func TestSnapshotGoldenAndRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(restored.Pins(), s.Pins()) || !reflect.DeepEqual(restored.Adds(), s.Adds()) ||
-		!reflect.DeepEqual(restored.Repairs(), s.Repairs()) {
+		!reflect.DeepEqual(restored.Repairs(), s.Repairs()) || !reflect.DeepEqual(restored.removed, s.removed) {
 		t.Fatalf("restored\n%+v\nwant\n%+v", restored.Pins(), s.Pins())
 	}
 	// Deterministic: the same state gives the same bytes.
@@ -398,7 +445,7 @@ func TestRestoreRefusesCorruptSnapshots(t *testing.T) {
 		ptrs := s.sortedPins()
 		ptrs[0], ptrs[1] = ptrs[1], ptrs[0]
 		var buf bytes.Buffer
-		if err := writeSnapshot(&buf, ptrs, nil, nil); err != nil {
+		if err := writeSnapshot(&buf, ptrs, nil, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		return buf.Bytes()

@@ -44,6 +44,8 @@ func (t OpType) String() string {
 		return "repair"
 	case OpRealloc:
 		return "realloc"
+	case OpRemoved:
+		return "removed"
 	default:
 		return fmt.Sprintf("op(%d)", uint8(t))
 	}
@@ -68,6 +70,8 @@ type Op struct {
 	Add   Add
 	Index int
 	Shard Shard
+	// Peer is the peer of OpRemoved (removed.go).
+	Peer peer.ID
 }
 
 // PinOp returns an op that pins (or updates) p, made at time now.
@@ -79,6 +83,9 @@ func UnpinOp(c cid.Cid, now time.Time) Op { return Op{Type: OpUnpin, Time: now, 
 func (o Op) String() string {
 	if o.Type == OpRepair || o.Type == OpRealloc {
 		return fmt.Sprintf("%s %s of %s", o.Type, o.Shard.CID, o.Pin.CID)
+	}
+	if o.Type == OpRemoved {
+		return fmt.Sprintf("%s %s", o.Type, o.Peer)
 	}
 	if o.Type >= OpAddBegin {
 		return fmt.Sprintf("%s %x", o.Type, o.Add.ID)
@@ -107,6 +114,11 @@ func (o Op) Validate() error {
 		return o.validateAddOp()
 	case OpRepair, OpRealloc:
 		return o.validateRepairOp()
+	case OpRemoved:
+		if _, err := peer.IDFromBytes([]byte(o.Peer)); err != nil {
+			return fmt.Errorf("removed: not a peer ID: %v: %w", err, ErrInvalidOp)
+		}
+		return nil
 	case OpUnpin:
 		if !o.Pin.CID.Defined() {
 			return fmt.Errorf("unpin: no CID: %w", ErrInvalidOp)
@@ -167,6 +179,8 @@ func (o Op) AppendBinary(b []byte) ([]byte, error) {
 		b = o.appendAddOp(b)
 	case OpRepair, OpRealloc:
 		b = o.appendRepairOp(b)
+	case OpRemoved:
+		b = appendField(b, []byte(o.Peer))
 	}
 	return b, nil
 }
@@ -198,6 +212,8 @@ func DecodeOp(b []byte) (Op, error) {
 		d.addOp(&o)
 	case OpRepair, OpRealloc:
 		d.repairOp(&o)
+	case OpRemoved:
+		o.Peer = d.peerIDField()
 	default:
 		if d.err == nil {
 			return Op{}, fmt.Errorf("decode op: unknown op type %d: %w", uint8(o.Type), ErrInvalidOp)

@@ -40,7 +40,7 @@ const (
 // Snapshot format versions this build reads (snapshot.go).
 const (
 	minSnapshotVersion = 1
-	maxSnapshotVersion = 3
+	maxSnapshotVersion = 4
 )
 
 // ErrNoState: ReadState found no consensus data: the peer never ran, or

@@ -284,13 +284,13 @@ func TestNewRefusesUnknownFormats(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := sink.Write([]byte("shoal-pinset 4\nwhatever comes next\n")); err != nil {
+		if _, err := sink.Write([]byte("shoal-pinset 5\nwhatever comes next\n")); err != nil {
 			t.Fatal(err)
 		}
 		if err := sink.Close(); err != nil {
 			t.Fatal(err)
 		}
-		want := fmt.Sprintf("consensus data in %s: snapshot %s is in pinset format 4, and this shoal reads formats 1 to 3; "+
+		want := fmt.Sprintf("consensus data in %s: snapshot %s is in pinset format 5, and this shoal reads formats 1 to 4; "+
 			"upgrade shoal, or export the state with the shoal that wrote it and import it here: "+
 			"consensus data in an unsupported format", p.dir, sink.ID())
 		checkRefused(t, p, want)

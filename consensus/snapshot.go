@@ -6,15 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// The snapshot format, version 3. Integers are encoding/binary varints;
+// The snapshot format, version 4. Integers are encoding/binary varints;
 // "bytes" is a uvarint length and that many bytes.
 //
-//	header  "shoal-pinset 3\n"            (the format name and version, a text line)
+//	header  "shoal-pinset 4\n"            (the format name and version, a text line)
 //	count   uvarint                       (number of pins)
 //	record  * count, in ascending order of CID bytes:
 //	        length(uvarint) then length bytes of
@@ -31,11 +32,16 @@ import (
 //	repair  * nrepairs, in ascending order of (root, part) bytes:
 //	        length(uvarint) then length bytes of
 //	        root(bytes) part(bytes) started(varint) npending(uvarint) peer(bytes)*npending
+//	nremoved uvarint                      (peers removed from the cluster: removed.go)
+//	removed * nremoved, in ascending order of peer ID bytes:
+//	        length(uvarint) then length bytes of
+//	        peer(bytes) at(varint, Unix ns)
 //	shard   = cid(bytes) size blocks offset length (uvarints) nalloc(uvarint) allocation(bytes)*nalloc
 //
-// Version 2 (testdata/snapshot-v2.hex) is version 3 without the repairs;
+// Version 3 (testdata/snapshot-v3.hex) is version 4 without the removed
+// peers; version 2 (testdata/snapshot-v2.hex) is version 3 without the repairs;
 // version 1 (testdata/snapshot-v1.hex) is version 2 without the sharded
-// fields and the adds. Readers take all three, writers write version 3.
+// fields and the adds. Readers take all four, writers write version 4.
 //
 // The stream ends right after the last record. The pin fields are encoded
 // as in an OpPin body. Records are length-prefixed so that a reader can
@@ -44,7 +50,8 @@ import (
 // a copy of the whole snapshot. Raft's file snapshot store adds its own
 // CRC over the stream. The golden bytes are in testdata/snapshot-v1.bin.
 const (
-	snapshotHeader   = "shoal-pinset 3\n"
+	snapshotHeader   = "shoal-pinset 4\n"
+	snapshotHeaderV3 = "shoal-pinset 3\n"
 	snapshotHeaderV2 = "shoal-pinset 2\n"
 	snapshotHeaderV1 = "shoal-pinset 1\n"
 )
@@ -53,7 +60,7 @@ const (
 // (10 TiB at 100 MiB a shard) fits.
 const maxRecord = 64 << 20
 
-func writeSnapshot(w io.Writer, pins []*Pin, adds []*Add, repairs []*Repair) error {
+func writeSnapshot(w io.Writer, pins []*Pin, adds []*Add, repairs []*Repair, removed []removedPeer) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	if _, err := bw.WriteString(snapshotHeader); err != nil {
 		return err
@@ -122,6 +129,21 @@ func writeSnapshot(w io.Writer, pins []*Pin, adds []*Add, repairs []*Repair) err
 			return err
 		}
 	}
+	lenBuf = binary.AppendUvarint(lenBuf[:0], uint64(len(removed)))
+	if _, err := bw.Write(lenBuf); err != nil {
+		return err
+	}
+	for _, r := range removed {
+		rec = appendField(rec[:0], []byte(r.ID))
+		rec = binary.AppendVarint(rec, r.At.UnixNano())
+		lenBuf = binary.AppendUvarint(lenBuf[:0], uint64(len(rec)))
+		if _, err := bw.Write(lenBuf); err != nil {
+			return err
+		}
+		if _, err := bw.Write(rec); err != nil {
+			return err
+		}
+	}
 	return bw.Flush()
 }
 
@@ -130,27 +152,24 @@ type snapshotData struct {
 	pins    map[cid.Cid]*Pin
 	adds    map[string]*Add
 	repairs map[cid.Cid][]*Repair
+	removed map[peer.ID]time.Time
 }
 
 func readSnapshot(r io.Reader) (snapshotData, error) {
-	pins, adds, repairs, err := readSnapshotParts(r)
-	return snapshotData{pins, adds, repairs}, err
-}
-
-func readSnapshotParts(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, map[cid.Cid][]*Repair, error) {
 	corrupt := func(format string, args ...any) error {
 		return fmt.Errorf("read pinset snapshot: %s: %w", fmt.Sprintf(format, args...), ErrCorruptSnapshot)
 	}
 	br := bufio.NewReaderSize(r, 1<<20)
 	header := make([]byte, len(snapshotHeader))
 	if _, err := io.ReadFull(br, header); err != nil ||
-		(string(header) != snapshotHeader && string(header) != snapshotHeaderV2 && string(header) != snapshotHeaderV1) {
-		return nil, nil, nil, corrupt("header %q, want %q", header, snapshotHeader)
+		(string(header) != snapshotHeader && string(header) != snapshotHeaderV3 &&
+			string(header) != snapshotHeaderV2 && string(header) != snapshotHeaderV1) {
+		return snapshotData{}, corrupt("header %q, want %q", header, snapshotHeader)
 	}
-	v1, v2 := string(header) == snapshotHeaderV1, string(header) == snapshotHeaderV2
+	v1, v2, v3 := string(header) == snapshotHeaderV1, string(header) == snapshotHeaderV2, string(header) == snapshotHeaderV3
 	count, err := binary.ReadUvarint(br)
 	if err != nil {
-		return nil, nil, nil, corrupt("pin count: %v", err)
+		return snapshotData{}, corrupt("pin count: %v", err)
 	}
 	// The count is not trusted for the allocation: a corrupt one must not
 	// reserve memory the records never fill.
@@ -171,17 +190,17 @@ func readSnapshotParts(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, map[cid.
 	for i := range count {
 		n, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, nil, nil, corrupt("length of record %d of %d: %v", i, count, err)
+			return snapshotData{}, corrupt("length of record %d of %d: %v", i, count, err)
 		}
 		if n > maxRecord {
-			return nil, nil, nil, corrupt("record %d is %d bytes, limit %d", i, n, maxRecord)
+			return snapshotData{}, corrupt("record %d is %d bytes, limit %d", i, n, maxRecord)
 		}
 		if uint64(cap(buf)) < n {
 			buf = make([]byte, n)
 		}
 		buf = buf[:n]
 		if _, err := io.ReadFull(br, buf); err != nil {
-			return nil, nil, nil, corrupt("record %d of %d: %v", i, count, err)
+			return snapshotData{}, corrupt("record %d of %d: %v", i, count, err)
 		}
 		d.b, d.err = buf, nil
 		p := d.pinFields()
@@ -193,11 +212,11 @@ func readSnapshotParts(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, map[cid.
 			d.err = fmt.Errorf("%d bytes after the fields", len(d.b))
 		}
 		if d.err != nil {
-			return nil, nil, nil, corrupt("record %d: %v", i, d.err)
+			return snapshotData{}, corrupt("record %d: %v", i, d.err)
 		}
 		key := p.CID.KeyString()
 		if i > 0 && key <= prev {
-			return nil, nil, nil, corrupt("record %d: CID %s out of order or repeated", i, p.CID)
+			return snapshotData{}, corrupt("record %d: CID %s out of order or repeated", i, p.CID)
 		}
 		prev = key
 		p.Created, p.Updated = created, updated
@@ -207,20 +226,20 @@ func readSnapshotParts(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, map[cid.
 	if !v1 {
 		nadds, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, nil, nil, corrupt("add count: %v", err)
+			return snapshotData{}, corrupt("add count: %v", err)
 		}
 		var prevID string
 		for i := range nadds {
 			n, err := binary.ReadUvarint(br)
 			if err != nil || n > maxRecord {
-				return nil, nil, nil, corrupt("length of add %d of %d: %v", i, nadds, err)
+				return snapshotData{}, corrupt("length of add %d of %d: %v", i, nadds, err)
 			}
 			if uint64(cap(buf)) < n {
 				buf = make([]byte, n)
 			}
 			buf = buf[:n]
 			if _, err := io.ReadFull(br, buf); err != nil {
-				return nil, nil, nil, corrupt("add %d of %d: %v", i, nadds, err)
+				return snapshotData{}, corrupt("add %d of %d: %v", i, nadds, err)
 			}
 			d.b, d.err = buf, nil
 			var a Add
@@ -244,10 +263,10 @@ func readSnapshotParts(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, map[cid.
 				d.err = validateAddID(a.ID)
 			}
 			if d.err != nil {
-				return nil, nil, nil, corrupt("add %d: %v", i, d.err)
+				return snapshotData{}, corrupt("add %d: %v", i, d.err)
 			}
 			if i > 0 && a.ID <= prevID {
-				return nil, nil, nil, corrupt("add %d out of order or repeated", i)
+				return snapshotData{}, corrupt("add %d out of order or repeated", i)
 			}
 			prevID = a.ID
 			adds[a.ID] = &a
@@ -257,20 +276,20 @@ func readSnapshotParts(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, map[cid.
 	if !v1 && !v2 {
 		nrep, err := binary.ReadUvarint(br)
 		if err != nil {
-			return nil, nil, nil, corrupt("repair count: %v", err)
+			return snapshotData{}, corrupt("repair count: %v", err)
 		}
 		var prevKey string
 		for i := range nrep {
 			n, err := binary.ReadUvarint(br)
 			if err != nil || n > maxRecord {
-				return nil, nil, nil, corrupt("length of repair %d of %d: %v", i, nrep, err)
+				return snapshotData{}, corrupt("length of repair %d of %d: %v", i, nrep, err)
 			}
 			if uint64(cap(buf)) < n {
 				buf = make([]byte, n)
 			}
 			buf = buf[:n]
 			if _, err := io.ReadFull(br, buf); err != nil {
-				return nil, nil, nil, corrupt("repair %d of %d: %v", i, nrep, err)
+				return snapshotData{}, corrupt("repair %d of %d: %v", i, nrep, err)
 			}
 			d.b, d.err = buf, nil
 			var r Repair
@@ -291,18 +310,52 @@ func readSnapshotParts(r io.Reader) (map[cid.Cid]*Pin, map[string]*Add, map[cid.
 				}
 			}
 			if d.err != nil {
-				return nil, nil, nil, corrupt("repair %d: %v", i, d.err)
+				return snapshotData{}, corrupt("repair %d: %v", i, d.err)
 			}
 			key := r.Root.KeyString() + r.Part.KeyString()
 			if i > 0 && key <= prevKey {
-				return nil, nil, nil, corrupt("repair %d out of order or repeated", i)
+				return snapshotData{}, corrupt("repair %d out of order or repeated", i)
 			}
 			prevKey = key
 			repairs[r.Part] = append(repairs[r.Part], &r)
 		}
 	}
-	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
-		return nil, nil, nil, corrupt("data after the last of %d records", count)
+	removed := make(map[peer.ID]time.Time)
+	if !v1 && !v2 && !v3 {
+		nrem, err := binary.ReadUvarint(br)
+		if err != nil {
+			return snapshotData{}, corrupt("removed peer count: %v", err)
+		}
+		var prevID peer.ID
+		for i := range nrem {
+			n, err := binary.ReadUvarint(br)
+			if err != nil || n > maxRecord {
+				return snapshotData{}, corrupt("length of removed peer %d of %d: %v", i, nrem, err)
+			}
+			if uint64(cap(buf)) < n {
+				buf = make([]byte, n)
+			}
+			buf = buf[:n]
+			if _, err := io.ReadFull(br, buf); err != nil {
+				return snapshotData{}, corrupt("removed peer %d of %d: %v", i, nrem, err)
+			}
+			d.b, d.err = buf, nil
+			id, at := d.peerIDField(), d.time()
+			if d.err == nil && len(d.b) != 0 {
+				d.err = fmt.Errorf("%d bytes after the fields", len(d.b))
+			}
+			if d.err != nil {
+				return snapshotData{}, corrupt("removed peer %d: %v", i, d.err)
+			}
+			if i > 0 && id <= prevID {
+				return snapshotData{}, corrupt("removed peer %d out of order or repeated", i)
+			}
+			prevID = id
+			removed[id] = at
+		}
 	}
-	return pins, adds, repairs, nil
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		return snapshotData{}, corrupt("data after the last of %d records", count)
+	}
+	return snapshotData{pins, adds, repairs, removed}, nil
 }

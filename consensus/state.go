@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 	"unique"
 
 	"github.com/hashicorp/raft"
@@ -26,6 +27,9 @@ type State struct {
 	// repairs in progress, by part (repair.go); values are never
 	// modified once stored.
 	repairs map[cid.Cid][]*Repair
+	// removed are the peers removed from the cluster, and when
+	// (removed.go).
+	removed map[peer.ID]time.Time
 	// refs and journal are derived from pins (index.go).
 	refs    map[cid.Cid][]cid.Cid
 	journal journal
@@ -61,7 +65,7 @@ func (s *State) signal() {
 
 func newState() *State {
 	s := &State{pins: make(map[cid.Cid]*Pin), adds: make(map[string]*Add), refs: make(map[cid.Cid][]cid.Cid),
-		repairs: make(map[cid.Cid][]*Repair), changed: make(chan struct{})}
+		repairs: make(map[cid.Cid][]*Repair), removed: make(map[peer.ID]time.Time), changed: make(chan struct{})}
 	s.journal.lose()
 	return s
 }
@@ -143,6 +147,11 @@ func (s *State) apply(index uint64, op Op) error {
 		return s.applyAdd(op)
 	case OpRepair, OpRealloc:
 		return s.applyRepair(op)
+	case OpRemoved:
+		if _, ok := s.removed[op.Peer]; !ok {
+			s.removed[peer.ID(internID(string(op.Peer)))] = op.Time
+		}
+		return nil
 	case OpUnpin:
 		if _, ok := s.pins[op.Pin.CID]; !ok {
 			return fmt.Errorf("unpin %s: %w", op.Pin.CID, ErrNotPinned)
@@ -199,8 +208,12 @@ func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
 	for _, rs := range f.s.repairs {
 		repairs = append(repairs, rs...)
 	}
+	removed := make([]removedPeer, 0, len(f.s.removed))
+	for id, at := range f.s.removed {
+		removed = append(removed, removedPeer{id, at})
+	}
 	f.s.mu.RUnlock()
-	return &snapshot{pins: ptrs, adds: adds, repairs: repairs}, nil
+	return &snapshot{pins: ptrs, adds: adds, repairs: repairs, removed: removed}, nil
 }
 
 // Restore replaces the state with the snapshot in rc. On error the state
@@ -219,6 +232,7 @@ func (f fsm) Restore(rc io.ReadCloser) error {
 	f.s.pins = sd.pins
 	f.s.adds = sd.adds
 	f.s.repairs = sd.repairs
+	f.s.removed = sd.removed
 	f.s.reindex()
 	f.s.signal()
 	f.s.mu.Unlock()
@@ -229,6 +243,7 @@ type snapshot struct {
 	pins    []*Pin
 	adds    []*Add
 	repairs []*Repair
+	removed []removedPeer
 }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
@@ -237,7 +252,8 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	slices.SortFunc(s.repairs, func(a, b *Repair) int {
 		return cmp.Compare(a.Root.KeyString()+a.Part.KeyString(), b.Root.KeyString()+b.Part.KeyString())
 	})
-	if err := writeSnapshot(sink, s.pins, s.adds, s.repairs); err != nil {
+	slices.SortFunc(s.removed, func(a, b removedPeer) int { return cmp.Compare(a.ID, b.ID) })
+	if err := writeSnapshot(sink, s.pins, s.adds, s.repairs, s.removed); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot %s: %w", sink.ID(), err)
 	}

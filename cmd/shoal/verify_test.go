@@ -153,4 +153,52 @@ func TestVerifyProcesses(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q, want 1, %q", tc.args, r.code, r.stderr, tc.msg)
 		}
 	}
+
+	// recover with a real failure waiting: a pin whose content no peer
+	// holds fails on peers 0 and 1 ("no peer holds it", next retry in
+	// 10 s); the content then appears on peer 2 (added into its stopped
+	// store); recover retries both at once, before their backoff ends.
+	c.stop(2)
+	lost := seeded("recover-real-failure", 300<<10+3)
+	want := strings.TrimSpace(run(t, bytes.NewReader(lost), "add", "-n", "-Q", "-").stdout)
+	c.shoal(0, nil, "pin", "add", "--rmin", "-1", "--rmax", "-1", want)
+	failedAt := time.Now()
+	eventually(t, 5*time.Second, func() error {
+		for _, i := range []int{0, 1} {
+			if st := c.shoal(i, nil, "status", "--local", want).stdout; !strings.Contains(st, "no peer holds it") {
+				return fmt.Errorf("peer %d: %s", i, st)
+			}
+		}
+		return nil
+	})
+	if r := run(t, bytes.NewReader(lost), "add", "--repo", c.peers[2].repo, "-Q", "-"); r.code != 0 || r.stdout != want+"\n" {
+		t.Fatalf("add --repo into stopped peer 2: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	c.start(2)
+	eventually(t, 5*time.Second, func() error {
+		if st := c.shoal(2, nil, "status", "--local", want).stdout; !strings.Contains(st, "pinned") {
+			return fmt.Errorf("peer 2: %s", st)
+		}
+		return nil
+	})
+	if d := time.Since(failedAt); d > 8*time.Second {
+		t.Skipf("peer 2 took %v to come back: the failed peers retry by themselves at 10 s", d)
+	}
+	var reps []api.TrackerReport
+	if err := json.Unmarshal([]byte(c.shoal(0, nil, "recover", want, "--json").stdout), &reps); err != nil || len(reps) != 3 {
+		t.Fatalf("recover: %v, %+v", err, reps)
+	}
+	for _, rep := range reps {
+		if wantRetried := map[bool]int{true: 0, false: 1}[rep.Name == c.peers[2].name]; rep.Error != "" || rep.Retried != wantRetried {
+			t.Errorf("recover on %s: %+v, want %d retried", rep.Name, rep, wantRetried)
+		}
+	}
+	eventually(t, max(10*time.Second-time.Since(failedAt)-time.Second, time.Second), func() error {
+		for _, i := range []int{0, 1} {
+			if st := c.shoal(i, nil, "status", "--local", want).stdout; !strings.Contains(st, "pinned") || strings.Contains(st, "error") {
+				return fmt.Errorf("peer %d after recover: %s", i, st)
+			}
+		}
+		return nil
+	})
 }
