@@ -1,7 +1,7 @@
-// Package api is shoal's REST API: HTTP/JSON on the peer's API address,
-// NDJSON for streams, raw or multipart uploads for add. The daemon implements
-// Backend; Server serves it; package api/client is the Go client the CLI
-// uses.
+// Package api is shoal's REST API: HTTP/JSON (or HTTPS, see TLS below) on
+// the peer's API address, NDJSON for streams, raw or multipart uploads for
+// add. The daemon implements Backend; Server serves it; package api/client
+// is the Go client the CLI uses.
 //
 // Endpoints:
 //
@@ -95,6 +95,17 @@
 //     post, which a page sends without a preflight, is refused even
 //     without an Origin; an add's body is application/octet-stream or
 //     multipart/form-data. A request without a body needs no type.
+//
+// # TLS
+//
+// With ServerConfig.TLS (api.tls_cert_file and api.tls_key_file, read by
+// LoadTLS) the server speaks HTTPS only, HTTP/1.1 over TLS 1.2 or 1.3, on
+// the listener Start opens or the one given to Serve; URL says which. The
+// checks above are the same: an https:// origin is allowed as written,
+// and a Host without a port means 443. A request in plain HTTP gets Go's
+// 400 "Client sent an HTTP request to an HTTPS server", which the Go
+// client turns into "the shoal API at ADDR serves HTTPS: use https://ADDR".
+// docs/api.md shows how to make a certificate and how clients trust it.
 package api
 
 import "errors"

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,10 @@ type ServerConfig struct {
 	BodyIdleTimeout     time.Duration
 	WriteIdleTimeout    time.Duration
 	DownloadIdleTimeout time.Duration
+	// TLS, when not nil, makes the server serve HTTPS only (HTTP/1.1,
+	// TLS 1.2 at least), with its certificate; LoadTLS reads one from
+	// files. NewServer uses a copy. nil: plain HTTP.
+	TLS *tls.Config
 }
 
 // Validate checks the fields against each other.
@@ -81,6 +86,11 @@ func (c ServerConfig) Validate() error {
 	}
 	if c.BodyIdleTimeout < 0 || c.WriteIdleTimeout < 0 || c.DownloadIdleTimeout < 0 {
 		return errors.New("API idle timeouts must not be negative")
+	}
+	if c.TLS != nil {
+		if err := validateTLS(c.TLS); err != nil {
+			return err
+		}
 	}
 	for user := range c.BasicAuth {
 		if user == "" || strings.Contains(user, ":") {
@@ -155,12 +165,14 @@ func NewServer(cfg ServerConfig, b Backend, version string) (*Server, error) {
 	s.srv = &http.Server{
 		Handler: s.handler,
 		// Bounds a client that opens a connection and sends nothing (or
-		// a header a byte at a time). Bodies and answers have idle
-		// deadlines instead of ReadTimeout and WriteTimeout, which would
-		// cut long adds and cats (deadline.go).
+		// a header a byte at a time), and a TLS handshake too. Bodies
+		// and answers have idle deadlines instead of ReadTimeout and
+		// WriteTimeout, which would cut long adds and cats (deadline.go).
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return s.base },
+		TLSConfig:         serverTLS(cfg.TLS),
+		Protocols:         http1Only(),
 	}
 	return s, nil
 }
@@ -180,16 +192,17 @@ func (s *Server) Start() error {
 		ln.Close()
 		return err
 	}
-	s.serving.Go(func() { _ = s.srv.Serve(ln) })
+	s.serving.Go(func() { _ = s.serve(ln) })
 	return nil
 }
 
-// Serve serves on ln until Close, when it returns nil.
+// Serve serves on ln until Close, when it returns nil. With
+// ServerConfig.TLS ln is a plain listener: Serve does the TLS.
 func (s *Server) Serve(ln net.Listener) error {
 	if err := s.setListener(ln); err != nil {
 		return err
 	}
-	if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := s.serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -119,7 +119,31 @@ type API struct {
 	// read the API through a DNS name of its own that resolves to it (DNS
 	// rebinding). api/doc.go gives the whole rule.
 	AllowedHosts []string `json:"allowed_hosts"`
+	// TLSCertFile and TLSKeyFile are PEM files of the API's certificate
+	// (its chain after it, if any) and private key; a relative path is
+	// relative to the peer's directory. Set both and the API serves HTTPS
+	// only, TLS 1.2 at least; neither: plain HTTP. Credentials sent to a
+	// listener on the network over plain HTTP cross it in clear text, so
+	// the daemon warns of such a config (Warnings). docs/api.md shows how
+	// to make a self-signed certificate.
+	TLSCertFile string `json:"tls_cert_file"`
+	TLSKeyFile  string `json:"tls_key_file"`
 }
+
+// TLSFiles are the paths of the API's certificate and key with relative
+// ones resolved against the peer directory dir; "" when not configured.
+func (a API) TLSFiles(dir string) (cert, key string) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	return abs(a.TLSCertFile), abs(a.TLSKeyFile)
+}
+
+// TLS reports whether the API serves HTTPS.
+func (a API) TLS() bool { return a.TLSCertFile != "" }
 
 // Pinning holds pin defaults.
 type Pinning struct {
@@ -220,6 +244,11 @@ func Default() Config {
 			// out empty so that config.json shows the settings.
 			AllowedOrigins: []string{},
 			AllowedHosts:   []string{},
+			// Plain HTTP: on loopback nothing crosses a network, and a
+			// certificate that clients trust is the operator's to give
+			// (docs/api.md). Written out empty, as above.
+			TLSCertFile: "",
+			TLSKeyFile:  "",
 		},
 		Pinning: Pinning{
 			// Two copies survive the loss of any one peer; a third is
@@ -315,6 +344,12 @@ func (c Config) Validate() error {
 	if !isLoopback(host) && len(c.API.BasicAuth) == 0 && len(c.API.BearerTokens) == 0 && !c.API.AllowUnauthenticatedRemote {
 		return fmt.Errorf("config: api listen %s is not a loopback address and no auth is configured; set basic_auth or bearer_tokens, or allow_unauthenticated_remote", c.API.Listen)
 	}
+	switch {
+	case c.API.TLSCertFile != "" && c.API.TLSKeyFile == "":
+		return errors.New("config: api tls_cert_file is set without tls_key_file; set both to serve HTTPS, or neither")
+	case c.API.TLSKeyFile != "" && c.API.TLSCertFile == "":
+		return errors.New("config: api tls_key_file is set without tls_cert_file; set both to serve HTTPS, or neither")
+	}
 	if c.API.MaxBodyBytes < 1024 {
 		return errors.New("config: api max_body_bytes must be at least 1024")
 	}
@@ -349,6 +384,19 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: health allocator %q: use freespace or balanced", h.Allocator)
 	}
 	return c.Consensus.validateRetention()
+}
+
+// Warnings are sentences about a configuration that Validate accepts but
+// that is likely a mistake; the daemon logs them at start.
+func (c Config) Warnings() []string {
+	var w []string
+	host, _, _ := net.SplitHostPort(c.API.Listen)
+	// Not refused: plain HTTP is right behind a TLS-terminating proxy or
+	// on an encrypted network (WireGuard), which shoal cannot see.
+	if !isLoopback(host) && (len(c.API.BasicAuth) > 0 || len(c.API.BearerTokens) > 0) && !c.API.TLS() {
+		w = append(w, fmt.Sprintf("api listen %s is not a loopback address and serves plain HTTP, so its credentials cross the network in clear text; set api.tls_cert_file and api.tls_key_file unless a TLS proxy or an encrypted network carries it", c.API.Listen))
+	}
+	return w
 }
 
 // validateRetention checks the settings that bound Raft's disk use. The

@@ -154,3 +154,81 @@ func TestAPIAllowLists(t *testing.T) {
 		}
 	}
 }
+
+// TestAPITLS: tls_cert_file and tls_key_file go together, are written out
+// empty by init, resolve relative to the peer directory, and a network
+// listener with credentials but without them draws a warning.
+func TestAPITLS(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Init(dir, validConfig()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"tls_cert_file": ""`, `"tls_key_file": ""`} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("config.json lacks %s:\n%s", want, b)
+		}
+	}
+
+	remoteAuth := func(a *API) { a.Listen, a.BearerTokens = "0.0.0.0:9094", []string{"t"} }
+	clearText := "api listen 0.0.0.0:9094 is not a loopback address and serves plain HTTP, so its credentials cross the network in clear text; set api.tls_cert_file and api.tls_key_file unless a TLS proxy or an encrypted network carries it"
+	tests := []struct {
+		name    string
+		mutate  func(*API)
+		err     string
+		warning string
+	}{
+		{"neither", func(*API) {}, "", ""},
+		{"both", func(a *API) { a.TLSCertFile, a.TLSKeyFile = "cert.pem", "key.pem" }, "", ""},
+		{"cert without key", func(a *API) { a.TLSCertFile = "cert.pem" },
+			"config: api tls_cert_file is set without tls_key_file; set both to serve HTTPS, or neither", ""},
+		{"key without cert", func(a *API) { a.TLSKeyFile = "key.pem" },
+			"config: api tls_key_file is set without tls_cert_file; set both to serve HTTPS, or neither", ""},
+		{"remote with auth, plain", remoteAuth, "", clearText},
+		{"remote with basic auth, plain", func(a *API) { a.Listen, a.BasicAuth = "[::]:9094", map[string]string{"u": "p"} }, "",
+			strings.Replace(clearText, "0.0.0.0:9094", "[::]:9094", 1)},
+		{"remote with auth, TLS", func(a *API) { remoteAuth(a); a.TLSCertFile, a.TLSKeyFile = "c", "k" }, "", ""},
+		// No credentials to leak: the operator opted in to an open API.
+		{"remote open", func(a *API) { a.Listen, a.AllowUnauthenticatedRemote = "0.0.0.0:9094", true }, "", ""},
+		{"loopback with auth", func(a *API) { a.BearerTokens = []string{"t"} }, "", ""},
+		{"remote without auth", func(a *API) { a.Listen = "0.0.0.0:9094"; a.TLSCertFile, a.TLSKeyFile = "c", "k" },
+			"config: api listen 0.0.0.0:9094 is not a loopback address and no auth is configured; set basic_auth or bearer_tokens, or allow_unauthenticated_remote", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			tt.mutate(&c.API)
+			err := c.Validate()
+			if got := ""; err != nil || tt.err != "" {
+				if err != nil {
+					got = err.Error()
+				}
+				if got != tt.err {
+					t.Fatalf("Validate() = %q, want %q", got, tt.err)
+				}
+				return
+			}
+			w := c.Warnings()
+			switch {
+			case tt.warning == "" && len(w) != 0:
+				t.Fatalf("Warnings() = %q, want none", w)
+			case tt.warning != "" && (len(w) != 1 || w[0] != tt.warning):
+				t.Fatalf("Warnings() = %q, want %q", w, tt.warning)
+			}
+		})
+	}
+
+	for _, tt := range []struct{ cert, key, wantCert, wantKey string }{
+		{"", "", "", ""},
+		{"tls/cert.pem", "key.pem", filepath.Join(dir, "tls/cert.pem"), filepath.Join(dir, "key.pem")},
+		{"/etc/shoal/cert.pem", "../key.pem", "/etc/shoal/cert.pem", filepath.Join(filepath.Dir(dir), "key.pem")},
+	} {
+		a := API{TLSCertFile: tt.cert, TLSKeyFile: tt.key}
+		if c, k := a.TLSFiles(dir); c != tt.wantCert || k != tt.wantKey {
+			t.Errorf("TLSFiles(%q, %q) = %q, %q; want %q, %q", tt.cert, tt.key, c, k, tt.wantCert, tt.wantKey)
+		}
+	}
+}

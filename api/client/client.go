@@ -6,12 +6,21 @@
 // message and status (and errors.Is matches it against api's sentinel
 // errors); a daemon that is not running gives "cannot reach the shoal API at
 // ADDR: is the daemon running?".
+//
+// An https:// address is verified against the system's roots, or, with
+// WithRootCAs, against the given ones only. A certificate that fails gives
+// "the shoal API at ADDR presented a certificate this client does not
+// trust (x509: ...)", which wraps the x509 error for errors.As; an
+// https:// address of a plain-HTTP API, and the reverse, each say which
+// one the API serves.
 package client
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,7 +45,9 @@ type Client struct {
 	// onRead sees what each answer's state reflects.
 	stale  bool
 	onRead func(api.ReadInfo)
-	bad    error // an option's error, for New
+	roots  *x509.CertPool // WithRootCAs
+	ownHC  bool           // WithHTTPClient was given
+	bad    error          // an option's error, for New
 }
 
 // Option configures a Client.
@@ -56,7 +67,15 @@ func WithBearerToken(token string) Option {
 
 // WithHTTPClient makes requests with hc instead of http.DefaultClient.
 func WithHTTPClient(hc *http.Client) Option {
-	return func(c *Client) { c.hc = hc }
+	return func(c *Client) { c.hc, c.ownHC = hc, true }
+}
+
+// WithRootCAs verifies the certificate of an https:// API against the
+// certificates of pool only, instead of the system's roots: the CA of a
+// private PKI, or a self-signed certificate itself. It cannot be combined
+// with WithHTTPClient, whose transport decides what it trusts.
+func WithRootCAs(pool *x509.CertPool) Option {
+	return func(c *Client) { c.roots = pool }
 }
 
 // WithConsistency sets the consistency of every read: api.ConsistencyConsistent
@@ -93,11 +112,19 @@ func New(addr string, opts ...Option) (*Client, error) {
 	if c.bad != nil {
 		return nil, c.bad
 	}
+	if c.roots != nil {
+		if c.ownHC {
+			return nil, errors.New("WithRootCAs cannot be combined with WithHTTPClient; set the roots in that client's transport")
+		}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{RootCAs: c.roots, MinVersion: tls.VersionTLS12}
+		c.hc = &http.Client{Transport: t}
+	}
 	return c, nil
 }
 
 func parseAddr(addr string) (*url.URL, error) {
-	bad := fmt.Errorf("API address %q: use HOST:PORT or http://HOST:PORT", addr)
+	bad := fmt.Errorf("API address %q: use HOST:PORT, http://HOST:PORT or https://HOST:PORT", addr)
 	if !strings.Contains(addr, "://") {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return nil, bad
@@ -148,6 +175,10 @@ type netError struct {
 
 func (e *netError) Error() string { return e.msg }
 func (e *netError) Unwrap() error { return e.err }
+
+// errServesHTTPS: a request in plain HTTP reached an API that serves
+// HTTPS.
+var errServesHTTPS = errors.New("the API serves HTTPS")
 
 // ID is the peer's identity and addresses.
 func (c *Client) ID(ctx context.Context) (api.ID, error) {
@@ -336,6 +367,16 @@ func (c *Client) upload(ctx context.Context, r io.Reader, filename string, q url
 	}
 	src := &errReader{r: r}
 	resp, err := c.send(ctx, http.MethodPost, c.url(q, "add"), src, "application/octet-stream")
+	var ne *netError
+	if errors.As(err, &ne) && !errors.Is(err, errServesHTTPS) && c.base.Scheme == "http" && src.err == nil {
+		// An HTTPS API answers a plain upload and closes the connection
+		// while the body is still being sent, so the upload sees only
+		// the broken connection; a request without a body gets the
+		// answer that says why.
+		if herr := c.Health(ctx); errors.Is(herr, errServesHTTPS) {
+			err = herr
+		}
+	}
 	if err == nil {
 		err = read(resp.Body)
 		resp.Body.Close()
@@ -582,6 +623,10 @@ func (c *Client) send(ctx context.Context, method, u string, body io.Reader, con
 	var e api.Error
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if json.Unmarshal(b, &e) != nil || e.Message == "" {
+		if resp.StatusCode == http.StatusBadRequest && c.base.Scheme == "http" && bytes.Contains(b, []byte("HTTP request to an HTTPS server")) {
+			// Go's TLS server, to a request in plain HTTP.
+			return nil, &netError{fmt.Sprintf("the shoal API at %s serves HTTPS: use https://%s%s", c.addr, c.base.Host, c.base.EscapedPath()), errServesHTTPS}
+		}
 		e.Message = fmt.Sprintf("the shoal API at %s answered %s", c.addr, resp.Status)
 	}
 	return nil, &Error{Code: resp.StatusCode, Message: e.Message}
@@ -604,6 +649,13 @@ func (c *Client) transportError(ctx context.Context, err error) error {
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return &netError{fmt.Sprintf("cannot reach the shoal API at %s: is the daemon running?", c.addr), err}
+	}
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) {
+		return &netError{fmt.Sprintf("the shoal API at %s presented a certificate this client does not trust (%v)", c.addr, cve.Err), err}
+	}
+	if errors.Is(err, http.ErrSchemeMismatch) {
+		return &netError{fmt.Sprintf("the shoal API at %s serves plain HTTP, not HTTPS (its peer has no api.tls_cert_file)", c.addr), err}
 	}
 	var ue *url.Error
 	cause := err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ type apiFlags struct {
 	addr        string
 	user        string // USER:PASS
 	token       string
+	ca          string // PEM file of the roots that verify an https:// API
 	consistency string
 }
 
@@ -39,6 +41,9 @@ func (f *apiFlags) register(root *cobra.Command) {
 	// used as flag defaults, so that --help never prints them.
 	fl.StringVar(&f.user, "api-user", "", "basic auth credentials for the API, USER:PASSWORD (env SHOAL_API_USER)")
 	fl.StringVar(&f.token, "api-token", "", "bearer token for the API (env SHOAL_API_TOKEN)")
+	fl.StringVar(&f.ca, "api-ca", os.Getenv("SHOAL_API_CA"),
+		"PEM file of the CA certificates (or the self-signed certificate) that an https:// --api must be signed by, "+
+			"trusted instead of the system's roots (env SHOAL_API_CA)")
 	fl.StringVar(&f.consistency, "consistency", api.ConsistencyConsistent,
 		"consistent: every read reflects every write the cluster acknowledged before it (asks the leader; fails without one); "+
 			"stale: this peer's own cluster state at once, asking nobody, with how far behind it may be on stderr. "+
@@ -75,6 +80,21 @@ func (f *apiFlags) client() (*client.Client, error) {
 	default:
 		return nil, fmt.Errorf("--consistency %q: use %s or %s", f.consistency, api.ConsistencyConsistent, api.ConsistencyStale)
 	}
+	if f.ca != "" {
+		// Refused rather than ignored: whoever names a CA expects TLS.
+		if !strings.HasPrefix(f.addr, "https://") {
+			return nil, fmt.Errorf("--api-ca (or SHOAL_API_CA) needs an https:// --api address, not %s, which is plain HTTP", f.addr)
+		}
+		b, err := os.ReadFile(f.ca)
+		if err != nil {
+			return nil, fmt.Errorf("--api-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--api-ca %s holds no PEM certificate", f.ca)
+		}
+		opts = append(opts, client.WithRootCAs(pool))
+	}
 	return client.New(f.addr, opts...)
 }
 
@@ -84,6 +104,10 @@ func explain(err error) error {
 	var ce *client.Error
 	if errors.As(err, &ce) && ce.Code == http.StatusUnauthorized {
 		return fmt.Errorf("%w; give --api-user USER:PASSWORD or --api-token TOKEN", err)
+	}
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) {
+		return fmt.Errorf("%w; pass --api-ca FILE with the certificate of the CA that signed it", err)
 	}
 	return err
 }

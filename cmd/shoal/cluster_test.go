@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -38,6 +40,10 @@ type testPeer struct {
 	log     *syncBuffer
 	done    chan struct{}
 	exitErr error
+	// apiCA, when set, verifies the certificate of an API that serves
+	// TLS; apiToken is its bearer token, if it needs one.
+	apiCA    *x509.CertPool
+	apiToken string
 }
 
 // syncBuffer collects a daemon's stderr.
@@ -171,9 +177,22 @@ func (c *testCluster) start(i int, bootstrap ...string) {
 		c.t.Fatal(err)
 	}
 	go func() { p.exitErr = p.cmd.Wait(); close(p.done) }()
+	url, hc := "http://"+p.api+"/id", http.DefaultClient
+	if p.apiCA != nil {
+		url = "https://" + p.api + "/id"
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.apiCA}}}
+		defer hc.CloseIdleConnections()
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := http.Get("http://" + p.api + "/id")
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if p.apiToken != "" {
+			req.Header.Set("Authorization", "Bearer "+p.apiToken)
+		}
+		resp, err := hc.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

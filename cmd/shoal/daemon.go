@@ -55,7 +55,7 @@ profile (runtime/pprof) from start to shutdown into FILE, for
 			if err != nil {
 				return err
 			}
-			logger.Printf("peer %s ready; API on %s", p.ID(), p.APIAddr())
+			logger.Printf("peer %s ready; API on %s", p.ID(), p.APIURL())
 			select {
 			case <-cmd.Context().Done():
 				logger.Printf("shutting down")
