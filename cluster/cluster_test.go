@@ -71,6 +71,16 @@ func newTestPeersOpts(t *testing.T, n int, tweak func(i int, cfg *config.Config)
 		}
 		return nil
 	})
+	// Every peer has done its start-up sweep of its own unfinished adds,
+	// as a peer that has run for a while has: a test of a failed add
+	// must see that add's own rollback, not the sweep's.
+	for _, p := range peers {
+		select {
+		case <-p.ownReaped:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no start-up sweep of its adds after 10 s", p.cfg.PeerName)
+		}
+	}
 	// A peer learns the addresses of members that joined after it from
 	// the leader, within an election timeout: until then it cannot reach
 	// them (a verify asked through it would find them unreachable). And a

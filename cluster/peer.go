@@ -89,8 +89,11 @@ type Peer struct {
 	// cluster.
 	removed     chan struct{}
 	removedOnce sync.Once
-	closeOnce   sync.Once
-	closeErr    error
+	// ownReaped is closed once the reaper has aborted the adds this peer
+	// left unfinished before it started (reaper.go).
+	ownReaped chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start opens the peer's directory and runs the peer until Close.
@@ -116,6 +119,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		rpcTimeout:     5 * time.Second,
 		reconcileEvery: time.Second,
 		removed:        make(chan struct{}),
+		ownReaped:      make(chan struct{}),
 		active:         map[string]bool{},
 		interrupted:    map[string]interruptedAdd{},
 	}

@@ -34,6 +34,7 @@ func (p *Peer) reapAdds(ctx context.Context) {
 					p.abortAdd(ctx, a.ID, "its peer restarted")
 				}
 			}
+			close(p.ownReaped)
 		}
 		for _, id := range p.expiredInterrupts(time.Duration(p.cfg.Pinning.ResumeGrace)) {
 			p.abortAdd(ctx, id, "its client went away and did not resume it in time")
