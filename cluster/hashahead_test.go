@@ -190,11 +190,13 @@ func TestHashAheadBounded(t *testing.T) {
 			reads.Add(1)
 			return sliceSource([]dag.Block{block}, nil)(buf)
 		})
-		// The reader is done once no read came for a while.
-		for last := int64(-1); reads.Load() != last; {
-			last = reads.Load()
-			time.Sleep(200 * time.Millisecond)
+		// The reader reaches the bound (on a loaded machine, hashing a
+		// batch may pause it for long: no quiet period says it is done),
+		// then reads no more.
+		for deadline := time.Now().Add(20 * time.Second); reads.Load() < int64(tt.want) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
 		}
+		time.Sleep(500 * time.Millisecond)
 		h.stop()
 		if n := reads.Load(); n != int64(tt.want) {
 			t.Errorf("blocks of %d bytes: %d read ahead, want %d", tt.size, n, tt.want)

@@ -248,7 +248,9 @@ func TestStalledClientCostsOneSlot(t *testing.T) {
 				}
 				return err
 			})
-			if d := resumed.Sub(stalledAt); d < testLimits.idle || d >= testLimits.request {
+			// resumed is when the client began the request that was
+			// served; the server took its slot a little later.
+			if d := resumed.Sub(stalledAt); d < testLimits.idle-250*time.Millisecond || d >= testLimits.request {
 				t.Fatalf("served again %v after the stall, want the idle timeout (%v) and a little", d, testLimits.idle)
 			}
 			for _, s := range stalled {
