@@ -369,3 +369,20 @@ func TestLostParts(t *testing.T) {
 		t.Fatalf("after pin rm, lost %+v, %v", lost, err)
 	}
 }
+
+// TestShardAddFailsBelowRmin: when fewer than rmin peers confirm a shard
+// and no other peer can take it, the add fails with that sentence and
+// leaves nothing; it never records a shard on fewer than rmin peers.
+func TestShardAddFailsBelowRmin(t *testing.T) {
+	peers := newTestPeersOpts(t, 2, nil, func(i int, o *Options) {
+		if i == 1 {
+			o.receiveHook = func(shard.Info) error { return errors.New("disk failed") }
+		}
+	})
+	_, err := backend{peers[0]}.Add(context.Background(), bytes.NewReader(seeded("below rmin", 3<<20)),
+		api.AddParams{Name: "f", Chunker: "size-65536", Shard: true, ShardSize: 1 << 20, RMin: 2, RMax: 2})
+	if want := "shard 0 confirmed by 1 peers, fewer than rmin 2: "; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("add with one of two receivers failing: %v; want it refused: %s...", err, want)
+	}
+	waitFor(t, 20*time.Second, func() error { return nothingAdded(peers) })
+}
