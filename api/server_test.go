@@ -418,6 +418,8 @@ func TestAuth(t *testing.T) {
 		{"bearer", "/pins", "Bearer tok-2", 200, ""},
 		{"bearer lower case", "/pins", "bearer tok-1", 200, ""},
 		{"health is open", "/health", "", 200, ""},
+		{"none on peers' health", "/health/peers", "", 401, needs},
+		{"none on lost parts", "/health/lost", "", 401, needs},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -830,5 +832,28 @@ func TestClose(t *testing.T) {
 	<-done
 	if err := s.Start(); err == nil {
 		t.Fatal("Start after Close succeeded")
+	}
+}
+
+// TestListenNeedsAuth: only loopback addresses may listen without auth;
+// private (RFC 1918, unique-local) and wildcard addresses are networks.
+func TestListenNeedsAuth(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		ok     bool
+	}{
+		{"127.0.0.1:9094", true}, {"127.8.9.10:9094", true}, {"[::1]:9094", true}, {"localhost:9094", true},
+		{"10.0.0.1:9094", false}, {"172.16.0.1:9094", false}, {"192.168.1.5:9094", false},
+		{"[fd00::1]:9094", false}, {"0.0.0.0:9094", false}, {"[::]:9094", false}, {":9094", false},
+		{"api.example.com:9094", false},
+	} {
+		err := api.ServerConfig{Listen: tc.listen}.Validate()
+		want := "API listen address " + tc.listen + " is not a loopback address and no auth is configured; configure basic auth or bearer tokens, or allow unauthenticated remote access"
+		if tc.ok != (err == nil) || (err != nil && err.Error() != want) {
+			t.Errorf("%s without auth: %v; want ok %v", tc.listen, err, tc.ok)
+		}
+		if err := (api.ServerConfig{Listen: tc.listen, BearerTokens: []string{"t"}}).Validate(); err != nil {
+			t.Errorf("%s with a token: %v", tc.listen, err)
+		}
 	}
 }

@@ -232,3 +232,29 @@ func TestAPITLS(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIListenNeedsAuth: only loopback addresses may listen without auth;
+// private (RFC 1918, unique-local) and wildcard addresses are networks.
+func TestAPIListenNeedsAuth(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		ok     bool
+	}{
+		{"127.0.0.1:9094", true}, {"127.8.9.10:9094", true}, {"[::1]:9094", true}, {"localhost:9094", true},
+		{"10.0.0.1:9094", false}, {"172.16.0.1:9094", false}, {"192.168.1.5:9094", false},
+		{"[fd00::1]:9094", false}, {"0.0.0.0:9094", false}, {"[::]:9094", false}, {":9094", false},
+		{"api.example.com:9094", false},
+	} {
+		c := validConfig()
+		c.API.Listen = tc.listen
+		err := c.Validate()
+		want := "config: api listen " + tc.listen + " is not a loopback address and no auth is configured; set basic_auth or bearer_tokens, or allow_unauthenticated_remote"
+		if tc.ok != (err == nil) || (err != nil && err.Error() != want) {
+			t.Errorf("%s without auth: %v; want ok %v", tc.listen, err, tc.ok)
+		}
+		c.API.BearerTokens = []string{"t"}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s with a token: %v", tc.listen, err)
+		}
+	}
+}
