@@ -244,8 +244,9 @@ func TestShardedAddReceiverKilled(t *testing.T) {
 	restarted := time.Now()
 	// The killed peer catches up: it sees a leader and, when the add
 	// finished, the pin with every shard on every peer it is allocated
-	// to (its copies came back with it).
-	eventually(t, 30*time.Second, func() error {
+	// to (its copies came back with it). Under -race beside other
+	// packages this took up to 22 s.
+	eventually(t, 60*time.Second, func() error {
 		if c.leader(victim) < 0 {
 			return fmt.Errorf("%s sees no leader", c.peers[victim].name)
 		}
