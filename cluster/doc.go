@@ -25,6 +25,9 @@
 //     queues and written in order; export streams its whole DAG as a CARv1
 //     file; from this peer's store or the holders, every block checked
 //     against its CID by the reading peer.
+//   - ipfs.go: the trustless gateway (gateway.listen; package ipfsserve)
+//     reads pinned DAGs through ipfsCluster: the pinset, the store, and
+//     other members' blocks over /shoal/read/1.
 //   - reaper: aborts adds that can never finish (owner restarted, left, or
 //     unreachable past pinning.abandoned_add_grace; interrupted by their
 //     client and not resumed within pinning.resume_grace); only the

@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/consensus"
+	"github.com/shoal-project/shoal/ipfsserve"
 	"github.com/shoal-project/shoal/p2p"
 	"github.com/shoal-project/shoal/shard"
 	"github.com/shoal-project/shoal/store"
@@ -56,6 +57,9 @@ type Peer struct {
 	cons  *consensus.Consensus
 	store *store.Store
 	api   *api.Server
+	// gateway is the trustless IPFS gateway (ipfs.go); nil when
+	// gateway.listen is empty.
+	gateway *ipfsserve.Gateway
 
 	tracker        *tracker
 	monitor        *monitor
@@ -252,6 +256,9 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 	if err := p.api.Start(); err != nil {
 		return nil, err
 	}
+	if err := p.startGateway(); err != nil {
+		return nil, err
+	}
 	p.wg.Add(7)
 	go func() { defer p.wg.Done(); p.runVerify(p.ctx) }()
 	go func() { defer p.wg.Done(); p.monitor.run(p.ctx) }()
@@ -424,14 +431,17 @@ func (p *Peer) APIAddr() string { return p.api.Addr() }
 // APIURL is the API's base URL, https:// when it serves TLS.
 func (p *Peer) APIURL() string { return p.api.URL() }
 
-// Close stops the peer: the API first (no new requests), then the
-// goroutines, consensus (bounded, also without quorum), the host and the
-// store. It waits for every goroutine it started.
+// Close stops the peer: the API and the gateway first (no new requests),
+// then the goroutines, consensus (bounded, also without quorum), the host
+// and the store. It waits for every goroutine it started.
 func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
 		var errs []error
 		if p.api != nil {
 			errs = append(errs, p.api.Close())
+		}
+		if p.gateway != nil {
+			errs = append(errs, p.gateway.Close())
 		}
 		p.cancel()
 		p.wg.Wait()

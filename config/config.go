@@ -88,6 +88,7 @@ type Config struct {
 	// which overrides it when set); "0" turns it off.
 	MemoryLimit string    `json:"memory_limit"`
 	API         API       `json:"api"`
+	Gateway     Gateway   `json:"gateway"`
 	Pinning     Pinning   `json:"pinning"`
 	Consensus   Consensus `json:"consensus"`
 	Health      Health    `json:"health"`
@@ -128,6 +129,22 @@ type API struct {
 	// to make a self-signed certificate.
 	TLSCertFile string `json:"tls_cert_file"`
 	TLSKeyFile  string `json:"tls_key_file"`
+}
+
+// Gateway configures the trustless IPFS HTTP gateway (package ipfsserve):
+// GET /ipfs/{cid} of the content the cluster pins, to any client that
+// reaches it, without auth, as IPFS gateways serve.
+type Gateway struct {
+	// Listen is HOST:PORT; "" (the default) turns the gateway off. It
+	// serves raw blocks (?format=raw) and CARs (?format=car, with
+	// dag-scope and entity-bytes) of pinned DAGs only; any other CID
+	// gets 404.
+	Listen string `json:"listen"`
+	// Deserialized also serves files as their bytes (curl
+	// http://HOST:PORT/ipfs/ROOT, with HTTP Range) and directories as
+	// listings. A browser then renders pinned HTML, all of it under the
+	// gateway's one origin, so a page of one pin can read the others.
+	Deserialized bool `json:"deserialized"`
 }
 
 // TLSFiles are the paths of the API's certificate and key with relative
@@ -250,6 +267,11 @@ func Default() Config {
 			TLSCertFile: "",
 			TLSKeyFile:  "",
 		},
+		// Off: serving to IPFS clients is the operator's choice, and
+		// these machines reach no network (issue 15). Trustless formats
+		// only, when on: a client verifies what it gets, and no browser
+		// renders pinned pages under the gateway's origin.
+		Gateway: Gateway{Listen: "", Deserialized: false},
 		Pinning: Pinning{
 			// Two copies survive the loss of any one peer; a third is
 			// kept where a peer has room, so one peer can be down for
@@ -363,6 +385,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("config: api allowed_hosts: %w", err)
 		}
 	}
+	if err := c.Gateway.validate(c.API.Listen); err != nil {
+		return err
+	}
 	if err := CheckReplication(c.Pinning.ReplicationMin, c.Pinning.ReplicationMax); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -396,7 +421,29 @@ func (c Config) Warnings() []string {
 	if !isLoopback(host) && (len(c.API.BasicAuth) > 0 || len(c.API.BearerTokens) > 0) && !c.API.TLS() {
 		w = append(w, fmt.Sprintf("api listen %s is not a loopback address and serves plain HTTP, so its credentials cross the network in clear text; set api.tls_cert_file and api.tls_key_file unless a TLS proxy or an encrypted network carries it", c.API.Listen))
 	}
+	if ghost, _, err := net.SplitHostPort(c.Gateway.Listen); err == nil && c.Gateway.Deserialized && !isLoopback(ghost) {
+		w = append(w, fmt.Sprintf("gateway listen %s is not a loopback address and gateway.deserialized is on: browsers render pinned HTML under the gateway's one origin, where a page of one pin can read every other; serve deserialized responses to the network only through a subdomain gateway in front", c.Gateway.Listen))
+	}
 	return w
+}
+
+// validate checks the gateway's listen address against the API's.
+func (g Gateway) validate(apiListen string) error {
+	if g.Listen == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(g.Listen)
+	if err != nil {
+		return fmt.Errorf("config: gateway listen %q: %w", g.Listen, err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return fmt.Errorf("config: gateway listen %q: the port must be a number in 0..65535", g.Listen)
+	}
+	if n != 0 && g.Listen == apiListen {
+		return fmt.Errorf("config: gateway listen %s is the api listen address too; give the gateway a port of its own", g.Listen)
+	}
+	return nil
 }
 
 // validateRetention checks the settings that bound Raft's disk use. The
@@ -635,6 +682,10 @@ func Load(dir string) (Config, crypto.PrivKey, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return Config{}, nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
 	}
+	// A second object (a block pasted twice) would be silently ignored.
+	if rest := strings.Trim(string(b[dec.InputOffset():]), " \t\r\n"); rest != "" {
+		return Config{}, nil, fmt.Errorf("%s: data after the configuration object at byte %d; the file must hold one JSON object", filepath.Join(dir, ConfigFile), dec.InputOffset())
+	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, nil, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
 	}
@@ -646,7 +697,26 @@ func Load(dir string) (Config, crypto.PrivKey, error) {
 	if err != nil {
 		return Config{}, nil, fmt.Errorf("%s is not a libp2p private key: %w", filepath.Join(dir, IdentityFile), err)
 	}
+	if err := checkKeyPair(priv); err != nil {
+		return Config{}, nil, fmt.Errorf("%s is damaged: %w", filepath.Join(dir, IdentityFile), err)
+	}
 	return cfg, priv, nil
+}
+
+// checkKeyPair checks that priv's public key verifies its signatures. An
+// Ed25519 key file holds its public half too, and a damaged one
+// unmarshals: the peer would start under another peer ID and fail every
+// handshake.
+func checkKeyPair(priv crypto.PrivKey) error {
+	probe := []byte("shoal identity check")
+	sig, err := priv.Sign(probe)
+	if err != nil {
+		return fmt.Errorf("it cannot sign: %w", err)
+	}
+	if ok, err := priv.GetPublic().Verify(probe, sig); !ok || err != nil {
+		return errors.New("its public key does not match its private key")
+	}
+	return nil
 }
 
 // WriteFileAtomic writes a 0600 file durably: a temporary file beside it,

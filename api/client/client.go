@@ -349,7 +349,11 @@ func (c *Client) AddEvents(ctx context.Context, r io.Reader, filename string, p 
 				res = *ev.Result
 				return nil
 			case ev.Type == api.AddEventError && ev.Error != nil:
-				return &Error{Code: ev.Error.Code, Message: ev.Error.Message}
+				msg := ev.Error.Message
+				if strings.TrimSpace(msg) == "" {
+					msg = fmt.Sprintf("the shoal API at %s failed the add (status %d) without saying why", c.addr, ev.Error.Code)
+				}
+				return &Error{Code: ev.Error.Code, Message: msg}
 			default:
 				return c.answerError(ctx, "the add's event stream is malformed", fmt.Errorf("event of type %q", ev.Type))
 			}
@@ -622,7 +626,7 @@ func (c *Client) send(ctx context.Context, method, u string, body io.Reader, con
 	// The API's errors are small; a page from something else may not be.
 	var e api.Error
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(b, &e) != nil || e.Message == "" {
+	if json.Unmarshal(b, &e) != nil || strings.TrimSpace(e.Message) == "" {
 		if resp.StatusCode == http.StatusBadRequest && c.base.Scheme == "http" && bytes.Contains(b, []byte("HTTP request to an HTTPS server")) {
 			// Go's TLS server, to a request in plain HTTP.
 			return nil, &netError{fmt.Sprintf("the shoal API at %s serves HTTPS: use https://%s%s", c.addr, c.base.Host, c.base.EscapedPath()), errServesHTTPS}

@@ -56,6 +56,9 @@ profile (runtime/pprof) from start to shutdown into FILE, for
 				return err
 			}
 			logger.Printf("peer %s ready; API on %s", p.ID(), p.APIURL())
+			if u := p.GatewayURL(); u != "" {
+				logger.Printf("IPFS gateway on %s/ipfs/", u)
+			}
 			select {
 			case <-cmd.Context().Done():
 				logger.Printf("shutting down")

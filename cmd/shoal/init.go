@@ -11,8 +11,8 @@ import (
 
 func newInitCmd() *cobra.Command {
 	var (
-		repo, peername, api, secret, capacity string
-		listen                                []string
+		repo, peername, api, gateway, secret, capacity string
+		listen                                         []string
 	)
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -33,6 +33,7 @@ cluster. Peers of one cluster must share the secret.`,
 			if api != "" {
 				cfg.API.Listen = api
 			}
+			cfg.Gateway.Listen = gateway
 			cfg.Secret = secret
 			if capacity != "" {
 				if _, err := config.ParseSize(capacity); err != nil {
@@ -59,6 +60,7 @@ cluster. Peers of one cluster must share the secret.`,
 	fl.StringVar(&peername, "peername", "", "peer name shown in listings (default the host name)")
 	fl.StringArrayVar(&listen, "listen", nil, "libp2p listen multiaddr, repeatable (default /ip4/0.0.0.0/tcp/9096)")
 	fl.StringVar(&api, "api", "", "REST API HOST:PORT (default 127.0.0.1:9094)")
+	fl.StringVar(&gateway, "gateway", "", "trustless IPFS gateway HOST:PORT, serving pinned content to anyone who reaches it (default: off)")
 	fl.StringVar(&secret, "secret", "", "cluster secret as 64 hex digits (default: a new random one)")
 	fl.StringVar(&capacity, "capacity", "", "bytes of shards this peer may hold, e.g. 500GiB (default: free disk space)")
 	return cmd

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// kubo returns the path of Kubo v0.43.1's ipfs binary: $SHOAL_TEST_IPFS,
+// else what ../shared/tools/build-kubo builds (minutes the first time,
+// cached after). It skips the test when neither gives one.
+func kubo(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("SHOAL_TEST_IPFS"); p != "" {
+		return p
+	}
+	tool, err := filepath.Abs("../../../shared/tools/build-kubo")
+	if err != nil {
+		t.Skipf("Kubo is not available: %v", err)
+	}
+	if _, err := os.Stat(tool); err != nil {
+		t.Skipf("Kubo is not available: no %s to build it (set SHOAL_TEST_IPFS to an ipfs binary)", tool)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(tool)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Skipf("Kubo is not available: %s failed: %v\n%s", tool, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// ipfs runs Kubo with repo as its IPFS_PATH and fails the test on a
+// non-zero exit.
+func ipfs(t *testing.T, bin, repo string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "IPFS_PATH="+repo)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ipfs %v: %v\n%s", args, err, errb.String())
+	}
+	return out.String()
+}
+
+// TestGatewayKubo: daemons initialised with --gateway serve a sharded file
+// whose shards lie on different peers as a CAR that Kubo imports, and
+// then reads offline byte for byte; a CID the cluster does not pin is 404.
+func TestGatewayKubo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real daemons and Kubo")
+	}
+	bin := kubo(t)
+
+	// init writes --gateway to config.json, and refuses a bad one.
+	repo := filepath.Join(t.TempDir(), "repo")
+	if r := run(t, nil, "init", "--repo", repo, "--secret", strings.Repeat("ab", 32), "--gateway", "127.0.0.1:8081"); r.code != 0 {
+		t.Fatalf("init --gateway: exit %d: %s", r.code, r.stderr)
+	}
+	var written struct {
+		Gateway map[string]any `json:"gateway"`
+	}
+	b, err := os.ReadFile(filepath.Join(repo, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &written); err != nil || fmt.Sprint(written.Gateway) != "map[deserialized:false listen:127.0.0.1:8081]" {
+		t.Fatalf("init --gateway wrote gateway %v (%v)", written.Gateway, err)
+	}
+	r := run(t, nil, "init", "--repo", filepath.Join(t.TempDir(), "bad"), "--gateway", "127.0.0.1")
+	if want := "shoal: config: gateway listen \"127.0.0.1\": address 127.0.0.1: missing port in address\n"; r.code != 1 || r.stderr != want {
+		t.Fatalf("init --gateway 127.0.0.1: exit %d, %q; want 1, %q", r.code, r.stderr, want)
+	}
+
+	c := newTestCluster(t, 3)
+	gateways := make([]string, len(c.peers))
+	for i := range c.peers {
+		gateways[i] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		c.config(i, func(cfg map[string]any) {
+			cfg["gateway"] = map[string]any{"listen": gateways[i], "deserialized": false}
+		})
+	}
+	c.startAll()
+	for i, p := range c.peers {
+		if want := "IPFS gateway on http://" + gateways[i] + "/ipfs/\n"; !strings.Contains(p.log.String(), want) {
+			t.Fatalf("%s's log does not say %q:\n%s", p.name, want, p.log)
+		}
+	}
+
+	data := seeded("gateway-kubo", 5<<20+777)
+	root := strings.TrimSpace(c.shoal(1, bytes.NewReader(data), "add", "--shard", "--shard-size", "1MiB",
+		"--rmin", "1", "--rmax", "1", "-Q", "-").stdout)
+	if want := strings.TrimSpace(run(t, bytes.NewReader(data), "add", "-n", "-Q", "-").stdout); root != want {
+		t.Fatalf("sharded add printed %s, --only-hash %s", root, want)
+	}
+	holders := map[string]bool{}
+	for _, sh := range c.shardedStatus(0, root).Shards {
+		holders[strings.Join(sh.Allocations, ",")] = true
+	}
+	if len(holders) < 2 {
+		t.Fatalf("the shards lie on %d peers; want them spread", len(holders))
+	}
+
+	// Peer 0 holds at most some of the shards: the rest come from the
+	// others. A follower applies the pin a heartbeat after the add.
+	var carBytes []byte
+	eventually(t, 5*time.Second, func() error {
+		resp, err := http.Get("http://" + gateways[0] + "/ipfs/" + root + "?format=car")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/vnd.ipld.car; version=1; order=dfs; dups=n" {
+			return fmt.Errorf("GET ?format=car: %d %q: %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+		carBytes = body
+		return nil
+	})
+	checkCAR(t, carBytes, root, data)
+
+	unpinned := "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+	resp, err := http.Get("http://" + gateways[2] + "/ipfs/" + unpinned + "?format=raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "failed to resolve /ipfs/" + unpinned + ": not pinned in this cluster\n"; resp.StatusCode != http.StatusNotFound || string(body) != want {
+		t.Fatalf("unpinned CID: %d %q, want 404 %q", resp.StatusCode, body, want)
+	}
+
+	// Kubo, offline, with an empty repo: the CAR alone gives it the file.
+	ipfsRepo := filepath.Join(t.TempDir(), "ipfs")
+	ipfs(t, bin, ipfsRepo, "init", "--profile", "test")
+	carPath := filepath.Join(t.TempDir(), "f.car")
+	if err := os.WriteFile(carPath, carBytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := ipfs(t, bin, ipfsRepo, "dag", "import", "--offline", carPath)
+	if want := "Pinned root\t" + root + "\tsuccess\n"; !strings.Contains(out, want) {
+		t.Fatalf("ipfs dag import printed %q, want %q", out, want)
+	}
+	if got := ipfs(t, bin, ipfsRepo, "cat", "--offline", root); got != string(data) {
+		t.Fatalf("ipfs cat %s: %d bytes, want the file's %d", root, len(got), len(data))
+	}
+}
