@@ -322,10 +322,10 @@ func removedGoldenState(t testing.TB) *State {
 	return s
 }
 
-// TestSnapshotV3StillReads: a snapshot of the third format (no removed
-// peers) restores into the current state.
-func TestSnapshotV3StillReads(t *testing.T) {
-	text, err := os.ReadFile(filepath.Join("testdata", "snapshot-v3.hex"))
+// restoreGolden restores testdata/name.hex, a snapshot of an older format.
+func restoreGolden(t *testing.T, name string) *State {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join("testdata", name+".hex"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,13 @@ func TestSnapshotV3StillReads(t *testing.T) {
 	if err := (fsm{s: restored}).Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
 		t.Fatal(err)
 	}
-	want := repairedGoldenState(t)
+	return restored
+}
+
+// TestSnapshotV3StillReads: a snapshot of the third format (no removed
+// peers) restores into the current state.
+func TestSnapshotV3StillReads(t *testing.T) {
+	restored, want := restoreGolden(t, "snapshot-v3"), repairedGoldenState(t)
 	if !reflect.DeepEqual(restored.Pins(), want.Pins()) || !reflect.DeepEqual(restored.Adds(), want.Adds()) ||
 		!reflect.DeepEqual(restored.Repairs(), want.Repairs()) {
 		t.Fatalf("v3 restored\n%+v\nwant\n%+v", restored.Pins(), want.Pins())
@@ -350,19 +356,7 @@ func TestSnapshotV3StillReads(t *testing.T) {
 // TestSnapshotV2StillReads: a snapshot of the second format (no repairs)
 // restores into the current state.
 func TestSnapshotV2StillReads(t *testing.T) {
-	text, err := os.ReadFile(filepath.Join("testdata", "snapshot-v2.hex"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := hex.DecodeString(strings.ReplaceAll(string(text), "\n", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	restored := newState()
-	if err := (fsm{s: restored}).Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
-		t.Fatal(err)
-	}
-	want := shardedGoldenState(t)
+	restored, want := restoreGolden(t, "snapshot-v2"), shardedGoldenState(t)
 	if !reflect.DeepEqual(restored.Pins(), want.Pins()) || !reflect.DeepEqual(restored.Adds(), want.Adds()) {
 		t.Fatalf("v2 restored\n%+v\nwant\n%+v", restored.Pins(), want.Pins())
 	}
@@ -374,18 +368,7 @@ func TestSnapshotV2StillReads(t *testing.T) {
 // TestSnapshotV1StillReads: a snapshot written by the first format (plain
 // pins only) restores into the current state: the migration path.
 func TestSnapshotV1StillReads(t *testing.T) {
-	text, err := os.ReadFile(filepath.Join("testdata", "snapshot-v1.hex"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := hex.DecodeString(strings.ReplaceAll(string(text), "\n", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	restored := newState()
-	if err := (fsm{s: restored}).Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
-		t.Fatal(err)
-	}
+	restored := restoreGolden(t, "snapshot-v1")
 	if want := goldenState(t).Pins(); !reflect.DeepEqual(restored.Pins(), want) {
 		t.Fatalf("v1 restored\n%+v\nwant\n%+v", restored.Pins(), want)
 	}
