@@ -243,6 +243,30 @@ func (e *fuzzEnv) requestSeeds(f *testing.F, verbs ...string) {
 	f.Add(append(bytes.Repeat([]byte("Q"), 300), '\n'))
 }
 
+// serveFuzzed runs one stream of in through serve, checks that its slot
+// came back, and returns the request line and a reader of the answer; ok
+// is false when there is nothing more to check: a request without a
+// newline must be reset unanswered, and a stream the server reset midway
+// (a block it could not read or walk, which it logs) is what a client
+// sees as a failure.
+func serveFuzzed(t *testing.T, serve func(network.Stream), sl slots, from peer.ID, in []byte) (line string, br *bufio.Reader, ok bool) {
+	t.Helper()
+	s := &memStream{r: bytes.NewReader(in), from: from}
+	serve(s)
+	checkSlots(t, sl)
+	line, err := bufio.NewReader(io.LimitReader(bytes.NewReader(in), 256)).ReadString('\n')
+	if err != nil {
+		if s.w.Len() != 0 || !s.reset.Load() {
+			t.Fatalf("request %q without a newline: answered %q", in, s.w.Bytes())
+		}
+		return "", nil, false
+	}
+	if s.reset.Load() {
+		return "", nil, false
+	}
+	return line, bufio.NewReader(&s.w), true
+}
+
 // checkSlots fails if a server kept a slot after its stream ended.
 func checkSlots(t *testing.T, sl slots) {
 	t.Helper()
@@ -278,22 +302,10 @@ func FuzzFetchServe(f *testing.F) {
 	fs := newFetchServer(e.p)
 	from := e.holder.ID()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		s := &memStream{r: bytes.NewReader(in), from: from}
-		fs.serve(s)
-		checkSlots(t, fs.slots)
-		line, err := bufio.NewReader(io.LimitReader(bytes.NewReader(in), 256)).ReadString('\n')
-		if err != nil {
-			if s.w.Len() != 0 || !s.reset.Load() {
-				t.Fatalf("request %q without a newline: answered %q", in, s.w.Bytes())
-			}
+		line, br, ok := serveFuzzed(t, fs.serve, fs.slots, from, in)
+		if !ok {
 			return
 		}
-		if s.reset.Load() {
-			// The server failed midway (a block it cannot read or walk),
-			// which it logs: the client sees a reset stream.
-			return
-		}
-		br := bufio.NewReader(&s.w)
 		st, err := br.ReadByte()
 		switch {
 		case err != nil:
@@ -338,20 +350,10 @@ func FuzzReadServe(f *testing.F) {
 	rs := newReadServer(e.p)
 	from := e.holder.ID()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		s := &memStream{r: bytes.NewReader(in), from: from}
-		rs.serve(s)
-		checkSlots(t, rs.slots)
-		line, err := bufio.NewReader(io.LimitReader(bytes.NewReader(in), 256)).ReadString('\n')
-		if err != nil {
-			if s.w.Len() != 0 || !s.reset.Load() {
-				t.Fatalf("request %q without a newline: answered %q", in, s.w.Bytes())
-			}
+		line, br, ok := serveFuzzed(t, rs.serve, rs.slots, from, in)
+		if !ok {
 			return
 		}
-		if s.reset.Load() {
-			return // as in FuzzFetchServe
-		}
-		br := bufio.NewReader(&s.w)
 		st, err := br.ReadByte()
 		switch {
 		case err != nil:
