@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log"
@@ -19,6 +18,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/cluster/clustertest"
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/dag"
 	"github.com/shoal-project/shoal/ingest"
@@ -114,25 +114,8 @@ func startTestPeer(t *testing.T, i int, boot []ma.Multiaddr, tweak func(i int, c
 // startTestPeerOpts is startTestPeer with a hook on the peer's Options.
 func startTestPeerOpts(t *testing.T, i int, boot []ma.Multiaddr, tweak func(i int, cfg *config.Config), tweakOpts func(i int, o *Options)) *Peer {
 	t.Helper()
-	secret := make([]byte, 32)
-	for i := range secret {
-		secret[i] = byte(i)
-	}
 	dir := filepath.Join(t.TempDir(), fmt.Sprintf("peer%d", i))
-	cfg := config.Default()
-	cfg.PeerName = fmt.Sprintf("peer%d", i)
-	cfg.Secret = hex.EncodeToString(secret)
-	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	cfg.API.Listen = "127.0.0.1:0"
-	cfg.Pinning.ReplicationMin, cfg.Pinning.ReplicationMax = 1, 2
-	// Short enough for fast elections, long enough that two loaded
-	// cores (go test runs packages side by side under -race) do not
-	// make the leader step down mid-test.
-	cfg.Consensus.HeartbeatTimeout = config.Duration(500 * time.Millisecond)
-	cfg.Consensus.ElectionTimeout = config.Duration(500 * time.Millisecond)
-	cfg.Consensus.LeaderLeaseTimeout = config.Duration(250 * time.Millisecond)
-	cfg.Consensus.CommitTimeout = config.Duration(20 * time.Millisecond)
-	cfg.Consensus.WaitForLeaderTimeout = config.Duration(5 * time.Second)
+	cfg := clustertest.Config(i)
 	if tweak != nil {
 		tweak(i, &cfg)
 	}

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"log"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/cluster/clustertest"
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/consensus"
 	"github.com/shoal-project/shoal/dag"
@@ -55,16 +55,9 @@ const fuzzProto protocol.ID = "/shoal/fuzz-json/1"
 func newFuzzEnv(f *testing.F) *fuzzEnv {
 	f.Helper()
 	dir := filepath.Join(f.TempDir(), "peer")
-	cfg := config.Default()
+	cfg := clustertest.Config(0)
 	cfg.PeerName = "fuzz"
-	cfg.Secret = hex.EncodeToString(bytes.Repeat([]byte{1}, 32))
-	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	cfg.API.Listen = "127.0.0.1:0"
 	cfg.Pinning.ReplicationMin, cfg.Pinning.ReplicationMax = 1, 1
-	cfg.Consensus.HeartbeatTimeout = config.Duration(500 * time.Millisecond)
-	cfg.Consensus.ElectionTimeout = config.Duration(500 * time.Millisecond)
-	cfg.Consensus.LeaderLeaseTimeout = config.Duration(250 * time.Millisecond)
-	cfg.Consensus.CommitTimeout = config.Duration(20 * time.Millisecond)
 	if _, err := config.Init(dir, cfg); err != nil {
 		f.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +27,7 @@ import (
 	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/api/client"
 	"github.com/shoal-project/shoal/cluster"
+	"github.com/shoal-project/shoal/cluster/clustertest"
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/dag"
 	"github.com/shoal-project/shoal/ingest"
@@ -45,28 +45,13 @@ type testPeer struct {
 // adjusts peer i's config before it starts.
 func startPeers(t *testing.T, n int, tweak func(i int, cfg *config.Config)) []testPeer {
 	t.Helper()
-	secret := make([]byte, 32)
-	for i := range secret {
-		secret[i] = byte(i)
-	}
 	var peers []testPeer
 	var boot []ma.Multiaddr
 	for i := range n {
 		dir := filepath.Join(t.TempDir(), fmt.Sprintf("peer%d", i))
-		cfg := config.Default()
-		cfg.PeerName = fmt.Sprintf("peer%d", i)
-		cfg.Secret = hex.EncodeToString(secret)
-		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-		cfg.API.Listen = "127.0.0.1:0"
+		cfg := clustertest.Config(i)
 		cfg.Gateway.Listen = "127.0.0.1:0"
 		cfg.Pinning.ReplicationMin, cfg.Pinning.ReplicationMax = 1, 1
-		// Short enough for fast elections, long enough that a loaded
-		// machine does not make the leader step down (as cluster's tests).
-		cfg.Consensus.HeartbeatTimeout = config.Duration(500 * time.Millisecond)
-		cfg.Consensus.ElectionTimeout = config.Duration(500 * time.Millisecond)
-		cfg.Consensus.LeaderLeaseTimeout = config.Duration(250 * time.Millisecond)
-		cfg.Consensus.CommitTimeout = config.Duration(20 * time.Millisecond)
-		cfg.Consensus.WaitForLeaderTimeout = config.Duration(5 * time.Second)
 		if tweak != nil {
 			tweak(i, &cfg)
 		}
