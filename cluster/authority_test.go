@@ -2,11 +2,14 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/shoal-project/shoal/consensus"
 )
 
 // TestMemberCannotStopPeer: a member that tells a peer it was removed,
@@ -42,7 +45,14 @@ func TestMemberCannotStopPeer(t *testing.T) {
 			t.Fatalf("%s's state does not record peer2 as removed", p.cfg.PeerName)
 		}
 	}
-	time.Sleep(1500 * time.Millisecond) // a membership watch blocks it
+	waitFor(t, 3*removedGrace, func() error {
+		for _, p := range peers[:2] {
+			if !p.host.Blocked(gone) {
+				return fmt.Errorf("%s does not block the removed peer", p.cfg.PeerName)
+			}
+		}
+		return nil
+	})
 	addr, err := ma.NewMultiaddr(peers[0].fullAddrs()[0])
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +86,39 @@ func TestInfoCheck(t *testing.T) {
 		err := tc.in.check()
 		if (tc.want == "") != (err == nil) || (err != nil && err.Error() != tc.want) {
 			t.Errorf("%+v: %v; want %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+// TestRemovedRecordStopsPeer: a peer the committed state records as
+// removed stops even when the configuration change that drops it never
+// reaches it (CI saw the leader block it first), and no member blocks it
+// while it is still in their configuration.
+func TestRemovedRecordStopsPeer(t *testing.T) {
+	peers := newTestPeers(t, 3)
+	ctx := context.Background()
+	victim := peers[2].ID()
+	if peers[2].cons.Leader() == victim {
+		t.Fatal("peer2 leads: a leader waits for its own removal")
+	}
+	start := time.Now()
+	if err := (backend{peers[0]}).commitRetrying(ctx, consensus.RemovedOp(victim, time.Now().UTC())); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-peers[2].Removed():
+	case <-time.After(4 * removedGrace):
+		t.Fatalf("peer2 still runs %v after the state recorded its removal", 4*removedGrace)
+	}
+	if d := time.Since(start); d < 2*removedGrace {
+		t.Fatalf("peer2 stopped after %v, before its configuration had %v to agree", d, 2*removedGrace)
+	}
+	for _, p := range peers[:2] {
+		if !p.cons.IsMember(victim) {
+			t.Fatalf("%s dropped peer2 from its configuration: the test would prove nothing", p.cfg.PeerName)
+		}
+		if p.host.Blocked(victim) {
+			t.Fatalf("%s blocks peer2 while its configuration lists it", p.cfg.PeerName)
 		}
 	}
 }

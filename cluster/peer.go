@@ -358,37 +358,64 @@ func (p *Peer) checkSameCluster(ctx context.Context, addrs []ma.Multiaddr) error
 	return nil
 }
 
+// removedGrace is how long a removed peer stays unblocked after it left
+// this peer's Raft configuration, and how long a peer the state records as
+// removed waits for its configuration to agree before it stops anyway:
+// time for the leader's last replication, the configuration that drops
+// the peer, and its /shoal/removed/1 notice to reach it. Blocked at once,
+// the peer would never learn it was removed and would run on alone.
+const removedGrace = 5 * time.Second
+
 // watchMembership stops the peer once it has been a member and is no
-// longer: a removed peer must not disturb the cluster. It blocks, at the host, every peer the state
-// records as removed (consensus.OpRemoved), so that one that still holds
-// the secret can neither talk to this peer nor join through it.
+// longer, or once the state records it as removed (consensus.OpRemoved,
+// committed by the cluster): a removed peer must not disturb the cluster.
+// It blocks, at the host, every other peer the state records as removed,
+// once that peer is out of this peer's Raft configuration and
+// removedGrace has passed, so that one that still holds the secret can
+// neither talk to this peer nor join through it.
 func (p *Peer) watchMembership(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	self := p.host.ID()
 	wasMember := false
 	blocked := map[peer.ID]bool{}
+	since := map[peer.ID]time.Time{} // when a removal was first seen
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		for _, id := range p.cons.State().Removed() {
-			// This peer's own record is the remover's to act on: it
-			// stops once its configuration drops it, below.
-			if id != self && !blocked[id] {
-				p.host.Block(id)
-				blocked[id] = true
+		now := time.Now()
+		st := p.cons.State()
+		for _, id := range st.Removed() {
+			if _, ok := since[id]; !ok {
+				since[id] = now
 			}
+			if id == self || blocked[id] || p.cons.IsMember(id) || now.Sub(since[id]) < removedGrace {
+				continue
+			}
+			p.host.Block(id)
+			blocked[id] = true
 		}
 		member := p.cons.IsMember(self)
-		if wasMember && !member {
+		switch {
+		case wasMember && !member:
 			p.log("this peer was removed from the cluster; stopping")
-			p.markRemoved()
-			return
+		case st.IsRemoved(self) && !member:
+			// Restarted after its removal.
+			p.log("the cluster's state records this peer as removed (shoal peers rm); stopping")
+		case st.IsRemoved(self) && now.Sub(since[self]) >= 2*removedGrace && p.cons.Leader() != self:
+			// The configuration that drops it did not arrive; the
+			// cluster's decision stands. A leader removing itself
+			// waits for its own removal (RemovePeer).
+			p.log("the cluster's state records this peer as removed (shoal peers rm), though its Raft configuration still lists it; stopping")
+		default:
+			wasMember = wasMember || member
+			continue
 		}
-		wasMember = wasMember || member
+		p.markRemoved()
+		return
 	}
 }
 

@@ -255,6 +255,9 @@ func (h *Host) Block(id peer.ID) {
 // Unblock lets id connect again.
 func (h *Host) Unblock(id peer.ID) { h.gater.set(id, false) }
 
+// Blocked reports whether id is blocked.
+func (h *Host) Blocked(id peer.ID) bool { return h.gater.isBlocked(id) }
+
 // Close closes every connection and listener and waits for the stream
 // handlers, which return once their streams are reset.
 func (h *Host) Close() error {

@@ -136,11 +136,14 @@ func (s *Server) serve(r io.Reader, w io.Writer, from peer.ID) error {
 	if err != nil {
 		return fail(err)
 	}
-	defer release()
 	if _, err := w.Write(appendAnswer(nil, statusOK, "")); err != nil {
+		release()
 		return fmt.Errorf("accept shard: %w", err)
 	}
 	info, err := s.receive(fr, int64(maxSize), from)
+	// Given back before the outcome is answered: a sender that sends its
+	// next shard on hearing it finds the slot free.
+	release()
 	if err != nil {
 		return fail(err)
 	}
