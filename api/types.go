@@ -17,6 +17,18 @@ type ID struct {
 	// `shoal daemon --bootstrap`.
 	Addresses []string `json:"addresses"`
 	Version   string   `json:"version"`
+	// IPFS is the IPFS-facing host (ipfs.listen), when it runs.
+	IPFS *IPFSHost `json:"ipfs,omitempty"`
+	// Gateway is the trustless gateway's base URL (gateway.listen), when
+	// it runs.
+	Gateway string `json:"gateway,omitempty"`
+}
+
+// IPFSHost is a peer's IPFS-facing host: its own peer ID, and the full
+// multiaddrs an IPFS node dials (`ipfs swarm connect`, Peering.Peers).
+type IPFSHost struct {
+	ID        string   `json:"id"`
+	Addresses []string `json:"addresses"`
 }
 
 // Peer is one cluster member as `shoal peers ls --json` prints it.

@@ -36,6 +36,9 @@ type ClusterConfig struct {
 	// Health overrides fields of config.json's "health" object the same
 	// way (e.g. "repair_grace": "1s").
 	Health map[string]any
+	// IPFS and Gateway override fields of the "ipfs" and "gateway"
+	// objects the same way (e.g. "listen": []string{"/ip4/127.0.0.1/tcp/0"}).
+	IPFS, Gateway map[string]any
 	// Env, if not nil, gives the extra environment of peer i's daemon.
 	Env func(i int) []string
 	// StartTimeout bounds the wait for each daemon's API and for the
@@ -149,7 +152,8 @@ func initDaemon(ctx context.Context, cfg ClusterConfig, i int, secret string) (*
 	if err != nil {
 		return nil, fmt.Errorf("shoal init %s: %w: %s", d.Repo, err, strings.TrimSpace(string(out)))
 	}
-	for section, fields := range map[string]map[string]any{"consensus": cfg.Consensus, "health": cfg.Health} {
+	for section, fields := range map[string]map[string]any{"consensus": cfg.Consensus, "health": cfg.Health,
+		"ipfs": cfg.IPFS, "gateway": cfg.Gateway} {
 		if len(fields) == 0 {
 			continue
 		}

@@ -27,7 +27,12 @@ type backend struct{ p *Peer }
 var _ api.Backend = backend{}
 
 func (b backend) ID(context.Context) api.ID {
-	return api.ID{ID: b.p.host.ID().String(), Name: b.p.cfg.PeerName, Addresses: b.p.fullAddrs(), Version: b.p.opts.Version}
+	id := api.ID{ID: b.p.host.ID().String(), Name: b.p.cfg.PeerName, Addresses: b.p.fullAddrs(), Version: b.p.opts.Version,
+		Gateway: b.p.GatewayURL()}
+	if b.p.ipfs != nil {
+		id.IPFS = &api.IPFSHost{ID: b.p.IPFSID(), Addresses: b.p.IPFSAddrs()}
+	}
+	return id
 }
 
 // mapErr turns consensus errors into the API's sentinels.

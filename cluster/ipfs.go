@@ -2,16 +2,23 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/consensus"
 	"github.com/shoal-project/shoal/ipfsserve"
+	"github.com/shoal-project/shoal/p2p"
 )
 
 // Serving the cluster's content to IPFS clients (package ipfsserve): the
-// trustless gateway (gateway.listen) reads through ipfsCluster, the
+// trustless gateway (gateway.listen) and the bitswap server on the
+// IPFS-facing host (ipfs.listen) read through ipfsCluster, the
 // cluster as ipfsserve sees it: the local pinset, the local store, and
 // other members' stores over /shoal/read/1 ("block CID", read.go).
 
@@ -23,6 +30,25 @@ var _ ipfsserve.Cluster = ipfsCluster{}
 func (c ipfsCluster) Pin(root cid.Cid) (consensus.Pin, bool) { return c.p.cons.State().Get(root) }
 
 func (c ipfsCluster) Local(b cid.Cid) ([]byte, error) { return c.p.store.Get(b) }
+
+func (c ipfsCluster) Holding(b cid.Cid) (cid.Cid, bool) {
+	key, ok := c.p.store.Locate(b)
+	if !ok {
+		return cid.Undef, false
+	}
+	k, err := cid.Decode(key)
+	if err != nil {
+		return cid.Undef, false
+	}
+	st := c.p.cons.State()
+	if pin, ok := st.Get(k); ok && pin.Kind != consensus.KindSharded {
+		return k, true
+	}
+	if t := b.Type(); t != cid.DagProtobuf && t != cid.Raw {
+		return cid.Undef, false // a shard's list nodes, a cluster-DAG
+	}
+	return st.ShardOwner(k)
+}
 
 func (c ipfsCluster) Fetch(ctx context.Context, from peer.ID, b cid.Cid) ([]byte, error) {
 	return c.p.readBlock(ctx, from, b)
@@ -54,6 +80,89 @@ func (p *Peer) startGateway() error {
 	}
 	p.gateway = gw
 	return nil
+}
+
+// ipfsNode is the IPFS-facing libp2p host and its bitswap server
+// (ipfs.listen): a host apart from the cluster's, with its own key
+// (config.IPFSIdentityFile), port and resource limits, that serves
+// nothing but identify, ping and bitswap.
+type ipfsNode struct {
+	host    host.Host
+	src     *ipfsserve.Source
+	bitswap *ipfsserve.Bitswap
+}
+
+// publicMemory bounds what the IPFS host's connections and streams may
+// reserve: a bitswap message is at most 4 MiB, and yamux windows are
+// 16 MiB per stream at most.
+const publicMemory = 256 << 20
+
+// startIPFS starts the IPFS-facing host when ipfs.listen is set.
+func (p *Peer) startIPFS() error {
+	if len(p.cfg.IPFS.Listen) == 0 {
+		return nil
+	}
+	priv, err := config.LoadIPFSIdentity(p.dir)
+	if err != nil {
+		return err
+	}
+	addrs := make([]ma.Multiaddr, 0, len(p.cfg.IPFS.Listen))
+	for _, a := range p.cfg.IPFS.Listen {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return fmt.Errorf("ipfs listen address %q: %w", a, err)
+		}
+		addrs = append(addrs, m)
+	}
+	h, err := p2p.NewPublic(p2p.PublicConfig{PrivKey: priv, ListenAddrs: addrs,
+		MaxConnections: p.cfg.IPFS.MaxConnections, MaxMemory: publicMemory})
+	if err != nil {
+		return err
+	}
+	src, err := ipfsserve.NewSource(ipfsCluster{p}, ipfsserve.DefaultSourceConfig())
+	if err != nil {
+		_ = h.Close()
+		return err
+	}
+	p.ipfs = &ipfsNode{host: h, src: src, bitswap: ipfsserve.NewBitswap(h, src)}
+	p.log("IPFS host %s serving pinned content over bitswap on %v", h.ID(), p.IPFSAddrs())
+	return nil
+}
+
+func (n *ipfsNode) close() error {
+	n.bitswap.Close()
+	n.src.Close()
+	return n.host.Close()
+}
+
+// IPFSID is the IPFS-facing host's peer ID, "" when ipfs.listen is empty.
+func (p *Peer) IPFSID() string {
+	if p.ipfs == nil {
+		return ""
+	}
+	return p.ipfs.host.ID().String()
+}
+
+// IPFSAddrs are the IPFS-facing host's addresses, each with /p2p/ID, as
+// `ipfs swarm connect` takes them; nil when ipfs.listen is empty.
+func (p *Peer) IPFSAddrs() []string {
+	if p.ipfs == nil {
+		return nil
+	}
+	var out []string
+	for _, a := range p.ipfs.host.Addrs() {
+		out = append(out, a.String()+"/p2p/"+p.ipfs.host.ID().String())
+	}
+	return out
+}
+
+// BitswapStat is what the bitswap server has sent; an error when
+// ipfs.listen is empty.
+func (p *Peer) BitswapStat() (ipfsserve.BitswapStat, error) {
+	if p.ipfs == nil {
+		return ipfsserve.BitswapStat{}, errors.New("the IPFS host is off (ipfs.listen is empty)")
+	}
+	return p.ipfs.bitswap.Stat()
 }
 
 // IPFSCluster is the cluster as package ipfsserve reads it, for a Source

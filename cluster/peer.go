@@ -60,6 +60,9 @@ type Peer struct {
 	// gateway is the trustless IPFS gateway (ipfs.go); nil when
 	// gateway.listen is empty.
 	gateway *ipfsserve.Gateway
+	// ipfs is the IPFS-facing host and its bitswap server (ipfs.go); nil
+	// when ipfs.listen is empty.
+	ipfs *ipfsNode
 
 	tracker        *tracker
 	monitor        *monitor
@@ -257,6 +260,9 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		return nil, err
 	}
 	if err := p.startGateway(); err != nil {
+		return nil, err
+	}
+	if err := p.startIPFS(); err != nil {
 		return nil, err
 	}
 	p.wg.Add(7)
@@ -458,9 +464,9 @@ func (p *Peer) APIAddr() string { return p.api.Addr() }
 // APIURL is the API's base URL, https:// when it serves TLS.
 func (p *Peer) APIURL() string { return p.api.URL() }
 
-// Close stops the peer: the API and the gateway first (no new requests),
-// then the goroutines, consensus (bounded, also without quorum), the host
-// and the store. It waits for every goroutine it started.
+// Close stops the peer: the API, the gateway and the IPFS host first (no
+// new requests), then the goroutines, consensus (bounded, also without
+// quorum), the host and the store. It waits for every goroutine it started.
 func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
 		var errs []error
@@ -469,6 +475,9 @@ func (p *Peer) Close() error {
 		}
 		if p.gateway != nil {
 			errs = append(errs, p.gateway.Close())
+		}
+		if p.ipfs != nil {
+			errs = append(errs, p.ipfs.close())
 		}
 		p.cancel()
 		p.wg.Wait()

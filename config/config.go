@@ -4,6 +4,7 @@
 //	$SHOAL_PATH (default ~/.shoal)
 //	├── config.json   this file's Config, mode 0600 (it holds the secret)
 //	├── identity.key  the libp2p private key (protobuf), mode 0600
+//	├── ipfs.key      the IPFS-facing host's own key, made when ipfs.listen is first set
 //	├── store/        the local shard store (package store)
 //	├── consensus/    Raft's log, stable store and snapshots
 //	└── consensus.backup-TIME/  what `shoal state import` replaced (docs/state.md)
@@ -22,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,8 +37,11 @@ import (
 const (
 	ConfigFile   = "config.json"
 	IdentityFile = "identity.key"
-	StoreDir     = "store"
-	ConsensusDir = "consensus"
+	// IPFSIdentityFile is the key of the IPFS-facing host (IPFS), not
+	// the cluster's: the public network never sees the cluster identity.
+	IPFSIdentityFile = "ipfs.key"
+	StoreDir         = "store"
+	ConsensusDir     = "consensus"
 )
 
 // Sentinel errors.
@@ -89,6 +94,7 @@ type Config struct {
 	MemoryLimit string    `json:"memory_limit"`
 	API         API       `json:"api"`
 	Gateway     Gateway   `json:"gateway"`
+	IPFS        IPFS      `json:"ipfs"`
 	Pinning     Pinning   `json:"pinning"`
 	Consensus   Consensus `json:"consensus"`
 	Health      Health    `json:"health"`
@@ -145,6 +151,68 @@ type Gateway struct {
 	// listings. A browser then renders pinned HTML, all of it under the
 	// gateway's one origin, so a page of one pin can read the others.
 	Deserialized bool `json:"deserialized"`
+}
+
+// IPFS configures the IPFS-facing libp2p host (docs/bitswap.md): a host
+// of its own, with its own key (ipfs.key) and port, that runs identify
+// and a bitswap server of the content the cluster pins, to anyone who
+// connects. It speaks no cluster protocol and needs no secret.
+type IPFS struct {
+	// Listen are its multiaddrs, such as /ip4/0.0.0.0/tcp/4001; empty (the
+	// default) turns it off.
+	Listen []string `json:"listen"`
+	// MaxConnections bounds its connections; past it, new ones are
+	// refused. Its memory, streams and connections are counted apart
+	// from the cluster host's, so public load cannot starve Raft or
+	// shard transfers.
+	MaxConnections int `json:"max_connections"`
+}
+
+func (i IPFS) validate(cluster []string) error {
+	for _, a := range i.Listen {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return fmt.Errorf("config: ipfs listen address %q is not a multiaddr: %w", a, err)
+		}
+		if port, err := m.ValueForProtocol(ma.P_TCP); err == nil && port != "0" && slices.Contains(cluster, a) {
+			return fmt.Errorf("config: ipfs listen %s is a cluster listen address too; give the IPFS host a port of its own", a)
+		}
+	}
+	if i.MaxConnections < 1 || i.MaxConnections > 1<<16 {
+		return fmt.Errorf("config: ipfs max_connections %d is not in 1..65536", i.MaxConnections)
+	}
+	return nil
+}
+
+// LoadIPFSIdentity returns the IPFS-facing host's key from dir/ipfs.key,
+// making one (Ed25519) the first time.
+func LoadIPFSIdentity(dir string) (crypto.PrivKey, error) {
+	path := filepath.Join(dir, IPFSIdentityFile)
+	kb, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		if kb, err = crypto.MarshalPrivateKey(priv); err != nil {
+			return nil, err
+		}
+		if err := WriteFileAtomic(path, kb); err != nil {
+			return nil, err
+		}
+		return priv, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the IPFS host's key: %w", err)
+	}
+	priv, err := crypto.UnmarshalPrivateKey(kb)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a libp2p private key: %w", path, err)
+	}
+	if err := checkKeyPair(priv); err != nil {
+		return nil, fmt.Errorf("%s is damaged: %w", path, err)
+	}
+	return priv, nil
 }
 
 // TLSFiles are the paths of the API's certificate and key with relative
@@ -272,6 +340,10 @@ func Default() Config {
 		// only, when on: a client verifies what it gets, and no browser
 		// renders pinned pages under the gateway's origin.
 		Gateway: Gateway{Listen: "", Deserialized: false},
+		// Off, as the gateway. When on, 512 connections: Kubo's default
+		// connection manager keeps up to 192, and each costs a few KiB
+		// idle.
+		IPFS: IPFS{Listen: []string{}, MaxConnections: 512},
 		Pinning: Pinning{
 			// Two copies survive the loss of any one peer; a third is
 			// kept where a peer has room, so one peer can be down for
@@ -386,6 +458,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := c.Gateway.validate(c.API.Listen); err != nil {
+		return err
+	}
+	if err := c.IPFS.validate(c.Listen); err != nil {
 		return err
 	}
 	if err := CheckReplication(c.Pinning.ReplicationMin, c.Pinning.ReplicationMax); err != nil {

@@ -1,7 +1,8 @@
 // Package ipfsserve serves the content the cluster pins to IPFS clients,
-// and nothing else: a block Source confined to pinned DAGs, and a
-// trustless HTTP Gateway over it (boxo's gateway handler). The bitswap
-// server of issue 15 is to read through the same Source.
+// and nothing else: a block Source confined to pinned DAGs, a trustless
+// HTTP Gateway over it (boxo's gateway handler), and a Bitswap server
+// over one (boxo's bitswap server, on the IPFS-facing host of package
+// p2p's NewPublic).
 //
 // # Glossary
 //
@@ -44,9 +45,9 @@
 // flight; a new request sees it as soon as this peer's state does
 // (milliseconds on a follower in contact with the leader).
 //
-// Blocks inside a pinned DAG by CID alone (what bitswap asks for, and
-// what some trustless clients ask /ipfs/BLOCK?format=raw for) need the
-// per-peer block index of issue 15, the next step; see "Next" below.
+// Blocks inside a pinned DAG by CID alone (what some trustless clients
+// ask /ipfs/BLOCK?format=raw for) are 404 here; bitswap serves some of
+// them (see "Bitswap"), the rest need a cluster-wide block index ("Next").
 //
 // # Finding a block
 //
@@ -113,11 +114,31 @@
 // base context (resetting their /shoal/read/1 streams), and waits for
 // every Block in flight.
 //
+// # Bitswap
+//
+// A want names a block by CID, with no root, so the Bitswap server's
+// blockstore (bitswapStore) confines itself: it serves a pin's root, any
+// link of a block it served (a route: the link's root and, in a sharded
+// file, its span; at most maxRoutes, oldest out), and a block that this
+// peer's store holds in a part of a pin (Cluster.Holding: a plain pin's
+// part, or a shard of a sharded pin when the block is dag-pb or raw, so
+// never a list node or a cluster-DAG). Everything else is ErrNotFound,
+// which the server answers DONT_HAVE; its request filter asks the same
+// question first, without reading. A client walking from the root (`ipfs
+// cat`) meets only served links, whose routes give each block's shard as
+// a gateway request's spans do. A route outlives nothing: its root's
+// Reader rechecks the pin every pinCheckEvery, so an unpin stops the
+// serving of its blocks within a second. The server's workers call the
+// blockstore concurrently; want-have (GetSize) reads the block as
+// want-block (Get) does, and the Source's cache serves the second read of
+// a remote one.
+//
 // # Next (issue 15)
 //
-// The bitswap server, and raw requests for inner blocks, ask by block CID
-// without a root, so they need a per-peer index from block CID to the
-// shard or plain pin that holds it, kept within bounds for 10^8 blocks.
+// Raw requests for inner blocks, and bitswap wants for blocks of another
+// peer's shard not reached from the root here, ask by block CID without a
+// root, so they need a per-peer index from block CID to the shard or
+// plain pin that holds it, kept within bounds for 10^8 blocks.
 // The store's in-memory index (about 111 bytes a block) would take 11 GB
 // there. The plan is an on-disk table of fixed-size records sorted by
 // digest: an 8-byte prefix of each block's multihash digest and a 4-byte

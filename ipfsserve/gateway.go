@@ -287,7 +287,7 @@ type readerStore struct{}
 
 var _ blockstore.Blockstore = readerStore{}
 
-var errReadOnly = errors.New("the gateway's block store is read-only")
+var errReadOnly = errors.New("the block source is read-only")
 
 func (readerStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	r, _ := ctx.Value(readerKey{}).(*Reader)

@@ -338,7 +338,10 @@ const (
 func newGatewayFixture(t *testing.T) *gatewayFixture {
 	t.Helper()
 	f := &gatewayFixture{
-		peers: startPeers(t, 3, func(i int, cfg *config.Config) { cfg.Gateway.Deserialized = i == 2 }),
+		peers: startPeers(t, 3, func(i int, cfg *config.Config) {
+			cfg.Gateway.Deserialized = i == 2
+			cfg.IPFS.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+		}),
 		data:  seeded("gateway-sharded", 3<<20+4321),
 		small: seeded("gateway-plain", 300_000),
 	}

@@ -34,6 +34,10 @@ type Cluster interface {
 	// Fetch asks peer from for block c (over /shoal/read/1) and returns it
 	// checked against c. It ends when ctx does.
 	Fetch(ctx context.Context, from peer.ID, c cid.Cid) ([]byte, error)
+	// Holding returns the root of the pin whose part in this peer's store
+	// holds block c: a plain pin's, or, for a dag-pb or raw block, a
+	// sharded pin's shard. False when no such part holds it.
+	Holding(c cid.Cid) (root cid.Cid, ok bool)
 	// Members are the cluster's members other than this peer.
 	Members(ctx context.Context) []peer.ID
 	// Self is this peer.
@@ -183,6 +187,20 @@ func (r *Reader) Root() cid.Cid { return r.root }
 // with ErrNotPinned once the root was unpinned, with ErrUnavailable when
 // no peer could serve c.
 func (r *Reader) Block(ctx context.Context, c cid.Cid) ([]byte, error) {
+	sp, hasSpan := r.takeSpan(c)
+	data, err := r.block(ctx, c, sp, hasSpan)
+	if err != nil {
+		return nil, err
+	}
+	if hasSpan {
+		r.learn(children(c, data, sp))
+	}
+	return data, nil
+}
+
+// block is Block for a block whose span, if hasSpan, is sp; it learns
+// nothing.
+func (r *Reader) block(ctx context.Context, c cid.Cid, sp span, hasSpan bool) ([]byte, error) {
 	if !r.s.enter() {
 		return nil, ErrClosed
 	}
@@ -197,14 +215,11 @@ func (r *Reader) Block(ctx context.Context, c cid.Cid) ([]byte, error) {
 	if err := r.recheck(); err != nil {
 		return nil, err
 	}
-	sp, hasSpan := r.takeSpan(c)
 	if data, ok := r.s.cache.get(c); ok {
-		r.learn(c, data, sp, hasSpan)
 		return data, nil
 	}
 	data, err := r.s.c.Local(c)
 	if err == nil {
-		r.learn(c, data, sp, hasSpan)
 		return data, nil
 	}
 	var errs []string
@@ -230,7 +245,6 @@ func (r *Reader) Block(ctx context.Context, c cid.Cid) ([]byte, error) {
 		r.good = id
 		r.mu.Unlock()
 		r.s.cache.put(c, data)
-		r.learn(c, data, sp, hasSpan)
 		return data, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -269,32 +283,49 @@ func (r *Reader) takeSpan(c cid.Cid) (span, bool) {
 	return sp, ok
 }
 
-// learn records the spans of the children of c, a block of a sharded file
-// covering sp: a dag-pb node's own data comes first, then its children in
-// link order, each as long as its UnixFS block size.
-func (r *Reader) learn(c cid.Cid, data []byte, sp span, hasSpan bool) {
-	if !hasSpan || c.Type() != cid.DagProtobuf {
-		return
-	}
-	nd, err := mdag.DecodeProtobuf(data)
-	if err != nil || len(nd.Links()) == 0 {
-		return
-	}
-	fsn, err := ft.FSNodeFromBytes(nd.Data())
-	if err != nil || fsn.NumChildren() != len(nd.Links()) {
-		return // not a UnixFS file node: its children are looked for everywhere
-	}
-	pos := sp.from + uint64(len(fsn.Data()))
+// learn records the spans of a returned block's children, up to maxSpans.
+func (r *Reader) learn(kids []child) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for i, l := range nd.Links() {
-		end := pos + fsn.BlockSize(i)
+	for _, k := range kids {
 		if len(r.spans) >= maxSpans {
 			return
 		}
-		r.spans[l.Cid.KeyString()] = span{pos, end}
+		r.spans[k.c.KeyString()] = k.sp
+	}
+}
+
+// child is a link of a block of a sharded file, and the bytes it covers.
+type child struct {
+	c  cid.Cid
+	sp span
+}
+
+// children returns the links of c, a block of a sharded file covering sp,
+// with their spans: a dag-pb node's own data comes first, then its
+// children in link order, each as long as its UnixFS block size. A block
+// that is not a UnixFS file node has none: its links are looked for
+// everywhere.
+func children(c cid.Cid, data []byte, sp span) []child {
+	if c.Type() != cid.DagProtobuf {
+		return nil
+	}
+	nd, err := mdag.DecodeProtobuf(data)
+	if err != nil || len(nd.Links()) == 0 {
+		return nil
+	}
+	fsn, err := ft.FSNodeFromBytes(nd.Data())
+	if err != nil || fsn.NumChildren() != len(nd.Links()) {
+		return nil
+	}
+	pos := sp.from + uint64(len(fsn.Data()))
+	out := make([]child, len(nd.Links()))
+	for i, l := range nd.Links() {
+		end := pos + fsn.BlockSize(i)
+		out[i] = child{l.Cid, span{pos, end}}
 		pos = end
 	}
+	return out
 }
 
 // holders are the peers to ask for a block, in order, this peer left out:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -84,13 +85,7 @@ func New(cfg Config, members Membership) (*Host, error) {
 	}
 	g := newGater()
 	lh, err := libp2p.New(
-		libp2p.Identity(cfg.PrivKey),
-		libp2p.ListenAddrs(cfg.ListenAddrs...),
-		libp2p.NoTransports,
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Security(libp2ptls.ID, libp2ptls.New),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, muxer()),
+		secureTCP(cfg.PrivKey, cfg.ListenAddrs),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionGater(g),
 		// Cluster connections carry Raft heartbeats and shard transfers;
@@ -285,6 +280,20 @@ func (h *Host) Close() error {
 const streamWindow = 4 << 20
 
 // muxer is libp2p's yamux with the larger initial window.
+// secureTCP is what both hosts speak: priv's identity on addrs, TCP only,
+// TLS 1.3 (or Noise, for peers that offer only Noise), yamux streams.
+func secureTCP(priv crypto.PrivKey, addrs []ma.Multiaddr) libp2p.Option {
+	return libp2p.ChainOptions(
+		libp2p.Identity(priv),
+		libp2p.ListenAddrs(addrs...),
+		libp2p.NoTransports,
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, muxer()),
+	)
+}
+
 func muxer() *yamux.Transport {
 	cfg := goyamux.Config(*yamux.DefaultTransport)
 	cfg.InitialStreamWindowSize = streamWindow

@@ -476,6 +476,18 @@ func (s *Store) Has(c cid.Cid) bool {
 	return ok
 }
 
+// Locate returns the key of a shard that holds a block with c's
+// multihash: the first one the index knew of, when several do.
+func (s *Store) Locate(c cid.Cid) (key string, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	l, ok := s.index[string(c.Hash())]
+	if !ok {
+		return "", false
+	}
+	return l.sh.info.Key, true
+}
+
 // HasShard reports whether a committed shard has key.
 func (s *Store) HasShard(key string) bool {
 	s.mu.RLock()

@@ -522,9 +522,20 @@ func TestDelete(t *testing.T) {
 	if s.Used() != a.Size+b.Size {
 		t.Fatalf("Used() = %d, want %d", s.Used(), a.Size+b.Size)
 	}
+	locate := func(b dag.Block, want string) {
+		t.Helper()
+		if key, ok := s.Locate(b.CID); key != want || ok != (want != "") {
+			t.Errorf("Locate(%s) = %q, %v; want %q", b.CID, key, ok, want)
+		}
+	}
+	locate(onlyA, "a")
+	locate(shared, "a")
+	locate(onlyB, "b")
 	if err := s.Delete("a"); err != nil {
 		t.Fatal(err)
 	}
+	locate(onlyA, "")
+	locate(shared, "b")
 	if s.Has(onlyA.CID) {
 		t.Error("block only in the deleted shard still found")
 	}

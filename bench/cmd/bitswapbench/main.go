@@ -1,0 +1,383 @@
+// Command bitswapbench measures how fast real Kubo reads a sharded file
+// from shoal over bitswap, against Kubo reading the same file from another
+// Kubo node in the same run, and how fast a peer's trustless gateway
+// serves the file's CAR, against `shoal export` of the same DAG from the
+// same peer.
+//
+// Setup, all on loopback: a three-peer shoal cluster (its own `shoal
+// daemon` processes) with the IPFS host and the gateway on, holding a
+// -size file added sharded at rmin = rmax = 1, so its shards lie on all
+// three peers and peer0 serves two thirds of it from the others; a Kubo
+// node "origin" that added the same file (the same root, checked); and two
+// Kubo client nodes with empty repos and no routing, one connected only to
+// shoal peer0's IPFS host, the other only to origin. Each run, the two
+// clients `ipfs cat` the file to /dev/null in turn, then drop what they
+// fetched (`ipfs repo gc`), and the gateway CAR and the export stream it
+// once each, alternating which goes first. It prints each run and the
+// medians over -runs, and the ratios of the medians:
+//
+//	bitswap: shoal / Kubo    the issue's goal is >= 1.0
+//	CAR: gateway / export    the issue's goal is >= 0.8
+//
+// Run from the module root (Kubo is built by ../shared/tools/build-kubo
+// unless -ipfs names a binary):
+//
+//	go run ./bench/cmd/bitswapbench [-size 1GiB] [-runs 3] [-ipfs BIN] [-shoal BIN] [-keep]
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/bench"
+)
+
+func main() { bench.Main("bitswapbench", run, nil) }
+
+type options struct {
+	size  int64
+	runs  int
+	ipfs  string
+	shoal string
+	keep  bool
+}
+
+func run(ctx context.Context, args []string) error {
+	fl := flag.NewFlagSet("bitswapbench", flag.ContinueOnError)
+	var o options
+	size := fl.String("size", "1GiB", "size of the file read back")
+	fl.IntVar(&o.runs, "runs", 3, "runs; medians are reported")
+	fl.StringVar(&o.ipfs, "ipfs", "", "Kubo's ipfs `BINARY` (default: what ../shared/tools/build-kubo builds)")
+	fl.StringVar(&o.shoal, "shoal", "", "use this shoal `BINARY` instead of building ./cmd/shoal")
+	fl.BoolVar(&o.keep, "keep", false, "keep the repositories and logs")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if fl.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fl.Arg(0))
+	}
+	var err error
+	if o.size, err = bench.ParseSize(*size); err != nil {
+		return err
+	}
+	if o.runs < 1 || o.size < 1<<20 {
+		return errors.New("-runs must be at least 1, -size at least 1MiB")
+	}
+	dir, err := os.MkdirTemp("", "bitswapbench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Printf("keeping %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	if o.ipfs == "" {
+		if o.ipfs, err = buildKubo(ctx); err != nil {
+			return err
+		}
+	}
+	if o.shoal == "" {
+		o.shoal = filepath.Join(dir, "shoal")
+		if err := bench.BuildShoal(ctx, o.shoal); err != nil {
+			return err
+		}
+	}
+	return measure(ctx, o, dir)
+}
+
+// buildKubo runs ../shared/tools/build-kubo, found from the module root.
+func buildKubo(ctx context.Context) (string, error) {
+	root, err := bench.ModuleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	tool := filepath.Join(root, "..", "shared", "tools", "build-kubo")
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, tool)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s (give -ipfs BINARY)", tool, err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func measure(ctx context.Context, o options, dir string) error {
+	fmt.Printf("bitswapbench: %s, %d runs, tree %s, %s, load %s\n", bench.FormatSize(o.size), o.runs, bench.GitRev(),
+		bench.Machine(), bench.LoadAvg())
+	data, _, err := bench.DataFile(dir, o.size)
+	if err != nil {
+		return err
+	}
+	c, err := bench.StartCluster(ctx, bench.ClusterConfig{Shoal: o.shoal, Dir: dir, Peers: 3,
+		IPFS:    map[string]any{"listen": []string{"/ip4/127.0.0.1/tcp/0"}},
+		Gateway: map[string]any{"listen": "127.0.0.1:0"}})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	p0 := c.Peers[0]
+	f, err := os.Open(data)
+	if err != nil {
+		return err
+	}
+	res, err := p0.Client.Add(ctx, f, "data", api.AddParams{Name: "data", Shard: true, ShardSize: 64 << 20, RMin: 1, RMax: 1})
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("shoal add: %w", err)
+	}
+	root := res.CID
+	holders := map[string]bool{}
+	for _, sh := range res.Shards {
+		for _, a := range sh.Allocations {
+			holders[a] = true
+		}
+	}
+	fmt.Printf("shoal: root %s, %d shards on %d peers\n", root, len(res.Shards), len(holders))
+	id, err := p0.Client.ID(ctx)
+	if err != nil {
+		return err
+	}
+	if id.IPFS == nil || len(id.IPFS.Addresses) == 0 || id.Gateway == "" {
+		return fmt.Errorf("peer0 runs no IPFS host or gateway: %+v", id)
+	}
+
+	origin, err := startKubo(ctx, o.ipfs, filepath.Join(dir, "kubo-origin"))
+	if err != nil {
+		return err
+	}
+	defer origin.stop()
+	added, err := origin.run(ctx, "add", "-Q", "--pin", data)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(added) != root {
+		return fmt.Errorf("Kubo added the file as %s, shoal as %s", strings.TrimSpace(added), root)
+	}
+	originAddrs, err := origin.addrs(ctx)
+	if err != nil {
+		return err
+	}
+	fromShoal, err := startKubo(ctx, o.ipfs, filepath.Join(dir, "kubo-from-shoal"))
+	if err != nil {
+		return err
+	}
+	defer fromShoal.stop()
+	fromKubo, err := startKubo(ctx, o.ipfs, filepath.Join(dir, "kubo-from-kubo"))
+	if err != nil {
+		return err
+	}
+	defer fromKubo.stop()
+	if _, err := fromShoal.run(ctx, "swarm", "connect", id.IPFS.Addresses[0]); err != nil {
+		return err
+	}
+	if _, err := fromKubo.run(ctx, "swarm", "connect", originAddrs); err != nil {
+		return err
+	}
+
+	mib := float64(o.size) / (1 << 20)
+	var bsShoal, bsKubo, car, export []float64
+	fmt.Printf("%-4s %16s %16s %16s %16s\n", "run", "shoal bitswap", "Kubo bitswap", "gateway CAR", "shoal export")
+	for r := range o.runs {
+		clients := []*kubo{fromShoal, fromKubo}
+		if r%2 == 1 {
+			clients = []*kubo{fromKubo, fromShoal}
+		}
+		got := map[*kubo]float64{}
+		for _, k := range clients {
+			d, err := k.cat(ctx, root, o.size)
+			if err != nil {
+				return err
+			}
+			got[k] = mib / d.Seconds()
+			if _, err := k.run(ctx, "repo", "gc", "--quiet"); err != nil {
+				return err
+			}
+		}
+		bsShoal, bsKubo = append(bsShoal, got[fromShoal]), append(bsKubo, got[fromKubo])
+		var gw, ex float64
+		for i := range 2 {
+			if (i+r)%2 == 0 {
+				d, n, err := gatewayCAR(ctx, id.Gateway, root)
+				if err != nil {
+					return err
+				}
+				gw = float64(n) / (1 << 20) / d.Seconds()
+			} else {
+				d, n, err := exportCAR(ctx, p0, root)
+				if err != nil {
+					return err
+				}
+				ex = float64(n) / (1 << 20) / d.Seconds()
+			}
+		}
+		car, export = append(car, gw), append(export, ex)
+		fmt.Printf("%-4d %11.0f MiB/s %11.0f MiB/s %11.0f MiB/s %11.0f MiB/s\n", r+1, got[fromShoal], got[fromKubo], gw, ex)
+	}
+	ms, mk, mc, me := bench.Median(bsShoal), bench.Median(bsKubo), bench.Median(car), bench.Median(export)
+	fmt.Printf("%-4s %11.0f MiB/s %11.0f MiB/s %11.0f MiB/s %11.0f MiB/s\n", "med", ms, mk, mc, me)
+	fmt.Printf("bitswap: shoal / Kubo = %.2fx (goal >= 1.0)\n", ms/mk)
+	fmt.Printf("CAR: gateway / export = %.2fx (goal >= 0.8)\n", mc/me)
+	return nil
+}
+
+// gatewayCAR streams root's whole-DAG CAR from the gateway at base.
+func gatewayCAR(ctx context.Context, base, root string) (time.Duration, int64, error) {
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/ipfs/"+root+"?format=car", nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("gateway CAR: %s", resp.Status)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	return time.Since(start), n, err
+}
+
+// exportCAR streams root's CAR from d's API, as `shoal export` does.
+func exportCAR(ctx context.Context, d *bench.Daemon, root string) (time.Duration, int64, error) {
+	start := time.Now()
+	r, err := d.Client.Export(ctx, root)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer r.Close()
+	n, err := io.Copy(io.Discard, r)
+	return time.Since(start), n, err
+}
+
+// kubo is one Kubo daemon on loopback: the test profile (loopback
+// addresses, no bootstrap peers, no mDNS) and no content routing, so it
+// fetches only from the peers it is connected to.
+type kubo struct {
+	bin, repo string
+	cmd       *exec.Cmd
+}
+
+func startKubo(ctx context.Context, bin, repo string) (*kubo, error) {
+	k := &kubo{bin: bin, repo: repo}
+	for _, args := range [][]string{{"init", "--profile", "test"}, {"config", "Routing.Type", "none"}} {
+		if _, err := k.run(ctx, args...); err != nil {
+			return nil, err
+		}
+	}
+	log, err := os.Create(repo + ".log")
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	k.cmd = exec.Command(bin, "daemon")
+	k.cmd.Env = append(os.Environ(), "IPFS_PATH="+repo)
+	out, err := k.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	k.cmd.Stderr = log
+	if err := k.cmd.Start(); err != nil {
+		return nil, err
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "Daemon is ready") {
+				ready <- true
+				_, _ = io.Copy(io.Discard, out)
+				return
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			k.stop()
+			return nil, fmt.Errorf("ipfs daemon in %s exited before it was ready; see %s.log", repo, repo)
+		}
+	case <-time.After(time.Minute):
+		k.stop()
+		return nil, fmt.Errorf("ipfs daemon in %s not ready after a minute", repo)
+	}
+	return k, nil
+}
+
+func (k *kubo) stop() {
+	if k.cmd != nil && k.cmd.Process != nil {
+		_ = k.cmd.Process.Kill()
+		_ = k.cmd.Wait()
+	}
+}
+
+func (k *kubo) command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, k.bin, args...)
+	cmd.Env = append(os.Environ(), "IPFS_PATH="+k.repo)
+	return cmd
+}
+
+func (k *kubo) run(ctx context.Context, args ...string) (string, error) {
+	var stderr bytes.Buffer
+	cmd := k.command(ctx, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("ipfs %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+// addrs is the daemon's first swarm address with /p2p/ID.
+func (k *kubo) addrs(ctx context.Context) (string, error) {
+	out, err := k.run(ctx, "id", "-f", "<addrs>")
+	if err != nil {
+		return "", err
+	}
+	for _, a := range strings.Fields(out) {
+		if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") {
+			return a, nil
+		}
+	}
+	return "", fmt.Errorf("ipfs id lists no /ip4/127.0.0.1/tcp address: %q", out)
+}
+
+// cat times `ipfs cat root` into a counter, and checks it got size bytes.
+func (k *kubo) cat(ctx context.Context, root string, size int64) (time.Duration, error) {
+	cmd := k.command(ctx, "cat", root)
+	var stderr bytes.Buffer
+	var n countWriter
+	cmd.Stdout, cmd.Stderr = &n, &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("ipfs cat in %s: %w: %s", k.repo, err, strings.TrimSpace(stderr.String()))
+	}
+	d := time.Since(start)
+	if int64(n) != size {
+		return 0, fmt.Errorf("ipfs cat in %s: %d bytes, want %d", k.repo, n, size)
+	}
+	return d, nil
+}
+
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	*c += countWriter(len(p))
+	return len(p), nil
+}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-project/shoal/dag"
+	"github.com/shoal-project/shoal/ingest"
+)
+
+// kuboDaemon runs Kubo's daemon on an empty repo, on loopback only, with
+// no bootstrap peers and no content routing: it finds blocks only among
+// the peers it is connected to. It is stopped when the test ends.
+func kuboDaemon(t *testing.T, bin string) (repo string) {
+	t.Helper()
+	repo = filepath.Join(t.TempDir(), "ipfs")
+	ipfs(t, bin, repo, "init", "--profile", "test")
+	ipfs(t, bin, repo, "config", "Routing.Type", "none")
+	cmd := exec.Command(bin, "daemon")
+	cmd.Env = append(os.Environ(), "IPFS_PATH="+repo)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "Daemon is ready") {
+				ready <- nil
+				_, _ = io.Copy(io.Discard, out)
+				return
+			}
+		}
+		ready <- fmt.Errorf("the daemon exited before it was ready: %v", sc.Err())
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("ipfs daemon: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("ipfs daemon not ready after 60 s\n%s", stderr.String())
+	}
+	return repo
+}
+
+// ipfsAddrs are the IPFS-facing host's addresses `shoal id` prints on
+// lines beginning "ipfs /".
+func (c *testCluster) ipfsAddrs(i int) []string {
+	c.t.Helper()
+	var out []string
+	for _, l := range strings.Split(c.shoal(i, nil, "id").stdout, "\n") {
+		if a, ok := strings.CutPrefix(l, "ipfs /"); ok {
+			out = append(out, "/"+a)
+		}
+	}
+	if len(out) == 0 {
+		c.t.Fatalf("shoal id of %s shows no IPFS host", c.peers[i].name)
+	}
+	return out
+}
+
+// refStats counts the blocks of data's DAG and their bytes, as ipfs dag
+// stat counts them.
+func refStats(t *testing.T, data []byte) (blocks int, size uint64) {
+	t.Helper()
+	p, err := dag.Options{}.Params()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := ingest.New(ingest.Config{Params: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = in.File(context.Background(), bytes.NewReader(data), blockSink(func(b dag.Block) error {
+		blocks++
+		size += uint64(len(b.Data))
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blocks, size
+}
+
+type blockSink func(dag.Block) error
+
+func (f blockSink) Put(_ context.Context, b dag.Block) error { return f(b) }
+
+// TestBitswapKubo: Kubo v0.43.1, with an empty repo and no routing,
+// connects to one shoal peer's IPFS host (`shoal init --ipfs-listen`) and
+// reads over bitswap a 256 MiB sharded file whose shards lie on all three
+// peers: identical bytes, and `ipfs dag stat` counts the DAG's blocks and
+// bytes. A CID the cluster does not pin is not served.
+func TestBitswapKubo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real daemons and Kubo")
+	}
+	bin := kubo(t)
+
+	// init writes --ipfs-listen to config.json, and refuses a bad one.
+	repo := filepath.Join(t.TempDir(), "repo")
+	if r := run(t, nil, "init", "--repo", repo, "--secret", strings.Repeat("ab", 32), "--ipfs-listen", "/ip4/0.0.0.0/tcp/4001"); r.code != 0 {
+		t.Fatalf("init --ipfs-listen: exit %d: %s", r.code, r.stderr)
+	}
+	var written struct {
+		IPFS map[string]any `json:"ipfs"`
+	}
+	b, err := os.ReadFile(filepath.Join(repo, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &written); err != nil || fmt.Sprint(written.IPFS) != "map[listen:[/ip4/0.0.0.0/tcp/4001] max_connections:512]" {
+		t.Fatalf("init --ipfs-listen wrote ipfs %v (%v)", written.IPFS, err)
+	}
+	r := run(t, nil, "init", "--repo", filepath.Join(t.TempDir(), "bad"), "--ipfs-listen", "0.0.0.0:4001")
+	if want := "shoal: config: ipfs listen address \"0.0.0.0:4001\" is not a multiaddr: failed to parse multiaddr \"0.0.0.0:4001\": must begin with /\n"; r.code != 1 || r.stderr != want {
+		t.Fatalf("init --ipfs-listen 0.0.0.0:4001: exit %d, %q; want 1, %q", r.code, r.stderr, want)
+	}
+
+	c := newTestCluster(t, 3)
+	for i := range c.peers {
+		c.config(i, func(cfg map[string]any) {
+			cfg["ipfs"] = map[string]any{"listen": []string{"/ip4/127.0.0.1/tcp/0"}, "max_connections": 64}
+		})
+	}
+	c.startAll()
+	data := seeded("bitswap-kubo", 256<<20+12345)
+	root := strings.TrimSpace(c.shoal(1, bytes.NewReader(data), "add", "--shard", "--shard-size", "32MiB",
+		"--rmin", "1", "--rmax", "1", "-Q", "-").stdout)
+	holders := map[string]bool{}
+	for _, sh := range c.shardedStatus(0, root).Shards {
+		for _, a := range sh.Allocations {
+			holders[a] = true
+		}
+	}
+	if len(holders) != 3 {
+		t.Fatalf("the shards lie on %d peers; want all three", len(holders))
+	}
+
+	kr := kuboDaemon(t, bin)
+	ipfs(t, bin, kr, "swarm", "connect", c.ipfsAddrs(0)[0])
+	start := time.Now()
+	got := ipfs(t, bin, kr, "cat", root)
+	took := time.Since(start)
+	if got != string(data) {
+		t.Fatalf("ipfs cat %s: %d bytes, want the %d added", root, len(got), len(data))
+	}
+	t.Logf("ipfs cat of %d MiB over bitswap: %v (%.0f MiB/s)", len(data)>>20, took.Round(time.Millisecond),
+		float64(len(data))/(1<<20)/took.Seconds())
+	var stat struct {
+		TotalSize    uint64
+		UniqueBlocks int
+	}
+	if err := json.Unmarshal([]byte(ipfs(t, bin, kr, "dag", "stat", "--progress=false", "--enc=json", root)), &stat); err != nil {
+		t.Fatal(err)
+	}
+	wantBlocks, wantSize := refStats(t, data)
+	if stat.UniqueBlocks != wantBlocks || stat.TotalSize != wantSize {
+		t.Fatalf("ipfs dag stat: %d blocks, %d bytes; the DAG has %d blocks, %d bytes", stat.UniqueBlocks, stat.TotalSize, wantBlocks, wantSize)
+	}
+
+	// A CID nothing pins: Kubo asks, shoal answers DONT_HAVE, and Kubo,
+	// with nowhere else to look, gives up when its timeout ends.
+	unpinned := "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+	cmd := exec.Command(bin, "block", "get", "--timeout", "3s", unpinned)
+	cmd.Env = append(os.Environ(), "IPFS_PATH="+kr)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "context deadline exceeded") {
+		t.Fatalf("ipfs block get of an unpinned CID: %v: %s", err, out)
+	}
+}
