@@ -31,6 +31,8 @@ func (c ipfsCluster) Pin(root cid.Cid) (consensus.Pin, bool) { return c.p.cons.S
 
 func (c ipfsCluster) Local(b cid.Cid) ([]byte, error) { return c.p.store.Get(b) }
 
+func (c ipfsCluster) Stored(b cid.Cid) (int, bool) { return c.p.store.Size(b) }
+
 func (c ipfsCluster) Holding(b cid.Cid) (cid.Cid, bool) {
 	key, ok := c.p.store.Locate(b)
 	if !ok {

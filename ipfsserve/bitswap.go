@@ -42,7 +42,8 @@ type Bitswap struct {
 // NewBitswap starts a bitswap server on h, reading through src. It does
 // not own h or src: Close them after the Bitswap.
 func NewBitswap(h host.Host, src *Source) *Bitswap {
-	bs := &bitswapStore{src: src, routes: newRoutes(maxRoutes), readers: map[cid.Cid]*Reader{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	bs := &bitswapStore{src: src, routes: newRoutes(maxRoutes), readers: map[cid.Cid]*Reader{}, ctx: ctx, cancel: cancel}
 	n := bsnet.NewFromIpfsHost(h)
 	srv := bsserver.New(context.Background(), n, bs,
 		bsserver.WithPeerBlockRequestFilter(bs.allowed),
@@ -56,6 +57,7 @@ func NewBitswap(h host.Host, src *Source) *Bitswap {
 func (b *Bitswap) Close() {
 	b.net.Stop()
 	b.server.Close()
+	b.store.cancel()
 }
 
 // BitswapStat is what a Bitswap has served.
@@ -82,8 +84,9 @@ func (b *Bitswap) Stat() (BitswapStat, error) {
 const maxRoutes = 1 << 18
 
 // maxReaders bounds the roots a bitswap server keeps a Reader for (its
-// pin, the members, the last peer that served).
-const maxReaders = 256
+// pin, the members, the last peer that served, its read-ahead: at most
+// maxNext expected blocks, 240 KiB).
+const maxReaders = 64
 
 // route is where a linked block lies: its pin's root, and for a sharded
 // file the bytes it covers.
@@ -99,6 +102,9 @@ type route struct {
 type bitswapStore struct {
 	src    *Source
 	routes *routes
+	// ctx ends the read-ahead fetches when the Bitswap closes.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	readers map[cid.Cid]*Reader
@@ -140,6 +146,10 @@ func (b *bitswapStore) reader(root cid.Cid) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A client reads a file in order, asking a few blocks ahead of where
+	// it is: fetching the next ones from the other peers meanwhile
+	// hides the round trip each costs.
+	r.ReadAhead()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.readers) >= maxReaders {
@@ -164,6 +174,7 @@ func (b *bitswapStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 	if !ok {
 		return nil, ipld.ErrNotFound{Cid: c}
 	}
+	r.waitAhead(ctx, c)
 	data, err := r.block(ctx, c, rt.sp, rt.hasSpan)
 	if err != nil {
 		if errors.Is(err, ErrNotPinned) || errors.Is(err, ErrUnavailable) {
@@ -171,19 +182,38 @@ func (b *bitswapStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
 		}
 		return nil, err
 	}
+	var kids []child
 	if rt.hasSpan {
-		for _, k := range children(c, data, rt.sp) {
-			b.routes.put(k.c, route{root: rt.root, sp: k.sp, hasSpan: true})
-		}
+		kids = children(c, data, rt.sp)
 	} else {
 		for _, l := range links(c, data) {
-			b.routes.put(l, route{root: rt.root})
+			kids = append(kids, child{c: l})
 		}
 	}
+	for _, k := range kids {
+		b.routes.put(k.c, route{root: rt.root, sp: k.sp, hasSpan: k.has})
+	}
+	r.advance(b.ctx, c, kids)
 	return blocks.NewBlockWithCid(data, c)
 }
 
+// GetSize answers every want the server takes, before it reads a block
+// for a want-block: a block in this peer's store is sized from the
+// store's index, one in the cache from the cache, and any other is
+// fetched (into the cache, where the Get that follows finds it).
 func (b *bitswapStore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
+	if _, _, ok := b.locate(c); !ok {
+		return -1, ipld.ErrNotFound{Cid: c}
+	}
+	if n, ok := b.src.c.Stored(c); ok {
+		return n, nil
+	}
+	if r, _, ok := b.locate(c); ok {
+		r.waitAhead(ctx, c)
+	}
+	if data, ok := b.src.cache.get(c); ok {
+		return len(data), nil
+	}
 	blk, err := b.Get(ctx, c)
 	if err != nil {
 		return -1, err

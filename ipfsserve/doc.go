@@ -93,7 +93,11 @@
 //   - Remote fetches: at most SourceConfig.Fetches (8) at once for all
 //     requests, a quarter of a holder's 32 read slots, so public load
 //     leaves cat, export and repairs room. Each remote block is one
-//     /shoal/read/1 stream (one round trip); no read-ahead of a shard yet.
+//     /shoal/read/1 stream (one round trip). A whole-DAG walk (a CAR of
+//     dag-scope=all, written by dagCAR in car.go; a bitswap client)
+//     turns on Reader.ReadAhead: the readAhead (8) blocks the walk asks
+//     for next are fetched into the cache meanwhile, on goroutines that
+//     end with their fetch.
 //   - Cache: SourceConfig.CacheBytes (32 MiB) of remote blocks, least
 //     recently used out; local blocks are not cached (the page cache
 //     holds them).
@@ -107,9 +111,13 @@
 // # Goroutines
 //
 // The Gateway's serve goroutine, one goroutine per request (net/http),
-// and for each CAR request boxo's traversal goroutine writing a pipe that
-// the request's goroutine copies to the client. The Source owns none; its
-// Block runs on the caller's goroutine, concurrently. Close stops
+// and for each CAR request but a whole-DAG one boxo's traversal goroutine
+// writing a pipe that the request's goroutine copies to the client (a
+// whole-DAG CAR walks on the request's goroutine). A read-ahead fetch
+// runs on a goroutine of its own, bounded by readAhead per walk and by
+// the Source's fetch tokens; the bitswap server's workers are boxo's.
+// The Source owns no other; its Block runs on the caller's goroutine,
+// concurrently. Close stops
 // accepting, lets requests finish for 2 s, cancels the rest through their
 // base context (resetting their /shoal/read/1 streams), and waits for
 // every Block in flight.

@@ -241,6 +241,20 @@ func (b *backend) GetCAR(ctx context.Context, p path.ImmutablePath, params gatew
 	if err != nil {
 		return gateway.ContentPathMetadata{}, nil, err
 	}
+	// The whole DAG of the root, depth-first, each block once: written
+	// here (car.go), its next blocks fetched ahead.
+	if (params.Scope == gateway.DagScopeAll || params.Scope == "") && params.Range == nil && len(p.Segments()) == 2 &&
+		(params.Order == gateway.DagOrderDFS || params.Order == gateway.DagOrderUnspecified) && !params.Duplicates.Bool() {
+		r := ctx.Value(readerKey{}).(*Reader)
+		// The root first, as boxo resolves the path before it answers:
+		// a root no peer can serve is 502, not a truncated 200.
+		if _, err := r.Block(ctx, r.Root()); err != nil {
+			return gateway.ContentPathMetadata{}, nil, statusError(err)
+		}
+		r.ReadAhead()
+		md := gateway.ContentPathMetadata{LastSegment: path.FromCid(r.Root())}
+		return md, newDAGCAR(ctx, r), nil
+	}
 	return b.inner.GetCAR(ctx, p, params)
 }
 

@@ -34,6 +34,9 @@ type Cluster interface {
 	// Fetch asks peer from for block c (over /shoal/read/1) and returns it
 	// checked against c. It ends when ctx does.
 	Fetch(ctx context.Context, from peer.ID, c cid.Cid) ([]byte, error)
+	// Stored reports whether this peer's store holds block c, and its
+	// size, without reading it.
+	Stored(c cid.Cid) (size int, ok bool)
 	// Holding returns the root of the pin whose part in this peer's store
 	// holds block c: a plain pin's, or, for a dag-pb or raw block, a
 	// sharded pin's shard. False when no such part holds it.
@@ -177,6 +180,54 @@ type Reader struct {
 	spans   map[string]span
 	members []peer.ID // other members, asked for once
 	good    peer.ID   // the last peer that served a block: asked first
+
+	// Read-ahead (ReadAhead): a whole-DAG walk in depth-first order asks
+	// for next's top first. The readAhead blocks on top are fetched into
+	// the cache before they are asked for; started
+	// holds each such fetch while it runs. Blocks of this peer's store are
+	// read ahead too, so that their hashing runs beside the walk, into
+	// ready rather than the cache: the page cache holds them, the cache
+	// is for other peers' blocks.
+	ahead   bool
+	next    []child // a stack: the blocks expected next, the next on top
+	started map[string]chan struct{}
+	ready   map[string][]byte // local blocks read ahead, not yet asked for
+}
+
+// readAhead is how many blocks a whole-DAG read fetches ahead of the
+// walk: with one stream per block, one round trip at a time, a walk that
+// waits for each block goes no faster than the network's latency allows.
+// Eight at once is the Source's whole fetch budget (DefaultSourceConfig).
+const readAhead = 8
+
+// maxNext bounds a Reader's next: a depth-first walk holds depth x
+// fan-out of them (4 x 174 for 1 TiB).
+const maxNext = 4096
+
+// aheadSearch is how deep into next a block asked for is looked for: a
+// walk that skips blocks (a duplicate it already sent) asks for one a
+// little below the top.
+const aheadSearch = 64
+
+// ReadAhead tells the Reader that the walk reads the whole DAG, depth
+// first, each block once: a CAR of dag-scope=all. It must be called
+// before the first Block.
+func (r *Reader) ReadAhead() {
+	r.ahead = true
+	r.started = map[string]chan struct{}{}
+	r.ready = map[string][]byte{}
+}
+
+// takeReady returns and forgets c's bytes if they were read ahead.
+func (r *Reader) takeReady(c cid.Cid) ([]byte, bool) {
+	if !r.ahead {
+		return nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	data, ok := r.ready[c.KeyString()]
+	delete(r.ready, c.KeyString())
+	return data, ok
 }
 
 // Root is the pinned root the Reader reads.
@@ -188,14 +239,113 @@ func (r *Reader) Root() cid.Cid { return r.root }
 // no peer could serve c.
 func (r *Reader) Block(ctx context.Context, c cid.Cid) ([]byte, error) {
 	sp, hasSpan := r.takeSpan(c)
+	if r.ahead {
+		r.waitAhead(ctx, c)
+	}
 	data, err := r.block(ctx, c, sp, hasSpan)
 	if err != nil {
 		return nil, err
 	}
-	if hasSpan {
-		r.learn(children(c, data, sp))
+	var kids []child
+	switch {
+	case hasSpan:
+		kids = children(c, data, sp)
+		r.learn(kids)
+	case r.ahead:
+		for _, l := range links(c, data) {
+			kids = append(kids, child{c: l})
+		}
+	}
+	if r.ahead {
+		r.advance(ctx, c, kids)
 	}
 	return data, nil
+}
+
+// waitAhead waits for the read-ahead fetch of c, if one was started: its
+// block is then in the cache.
+func (r *Reader) waitAhead(ctx context.Context, c cid.Cid) {
+	r.mu.Lock()
+	done, ok := r.started[c.KeyString()]
+	delete(r.started, c.KeyString())
+	r.mu.Unlock()
+	if ok {
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// advance takes c off the top of next, puts its children there in their
+// order, and starts fetching the top readAhead blocks that lie on other
+// peers and are not being fetched yet. The fetches run on goroutines of
+// their own, each ending when its block is in the cache or ctx ends.
+func (r *Reader) advance(ctx context.Context, c cid.Cid, kids []child) {
+	r.mu.Lock()
+	for i := len(r.next) - 1; i >= max(0, len(r.next)-aheadSearch); i-- {
+		if r.next[i].c.Equals(c) {
+			r.next = r.next[:i]
+			break
+		}
+	}
+	if len(r.next)+len(kids) > maxNext {
+		// Walks this model does not fit (several clients of one root):
+		// the oldest expectations go.
+		r.next = append(r.next[:0], r.next[len(r.next)/2:]...)
+	}
+	for i := len(kids) - 1; i >= 0 && len(r.next) < maxNext; i-- {
+		r.next = append(r.next, kids[i])
+	}
+	type job struct {
+		k    child
+		done chan struct{}
+	}
+	var jobs []job
+	for i := len(r.next) - 1; i >= max(0, len(r.next)-readAhead); i-- {
+		k := r.next[i]
+		key := k.c.KeyString()
+		if _, ok := r.started[key]; ok {
+			continue
+		}
+		if _, ok := r.s.cache.get(k.c); ok {
+			continue
+		}
+		if !k.has {
+			k.sp, k.has = r.spans[key]
+		}
+		done := make(chan struct{})
+		r.started[key] = done
+		jobs = append(jobs, job{k, done})
+	}
+	r.mu.Unlock()
+	for _, j := range jobs {
+		go func() {
+			// Local blocks too: reading and hashing them here spreads
+			// the walk's hashing over the cores. A remote block lands in
+			// the cache; a failed fetch is tried again, and explained,
+			// by the walk's own.
+			var local []byte
+			if _, ok := r.s.c.Stored(j.k.c); ok {
+				local, _ = r.block(ctx, j.k.c, j.k.sp, j.k.has)
+			} else {
+				_, _ = r.block(ctx, j.k.c, j.k.sp, j.k.has)
+			}
+			key := j.k.c.KeyString()
+			r.mu.Lock()
+			if local != nil {
+				if len(r.ready) >= 4*readAhead {
+					clear(r.ready) // blocks the walk skipped
+				}
+				r.ready[key] = local
+			}
+			if r.started[key] == j.done {
+				delete(r.started, key)
+			}
+			r.mu.Unlock()
+			close(j.done)
+		}()
+	}
 }
 
 // block is Block for a block whose span, if hasSpan, is sp; it learns
@@ -214,6 +364,9 @@ func (r *Reader) block(ctx context.Context, c cid.Cid, sp span, hasSpan bool) ([
 	}
 	if err := r.recheck(); err != nil {
 		return nil, err
+	}
+	if data, ok := r.takeReady(c); ok {
+		return data, nil
 	}
 	if data, ok := r.s.cache.get(c); ok {
 		return data, nil
@@ -295,10 +448,12 @@ func (r *Reader) learn(kids []child) {
 	}
 }
 
-// child is a link of a block of a sharded file, and the bytes it covers.
+// child is a link of a block, and for a sharded file's block (has) the
+// bytes it covers.
 type child struct {
-	c  cid.Cid
-	sp span
+	c   cid.Cid
+	sp  span
+	has bool
 }
 
 // children returns the links of c, a block of a sharded file covering sp,
@@ -322,7 +477,7 @@ func children(c cid.Cid, data []byte, sp span) []child {
 	out := make([]child, len(nd.Links()))
 	for i, l := range nd.Links() {
 		end := pos + fsn.BlockSize(i)
-		out[i] = child{l.Cid, span{pos, end}}
+		out[i] = child{l.Cid, span{pos, end}, true}
 		pos = end
 	}
 	return out

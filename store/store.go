@@ -488,6 +488,36 @@ func (s *Store) Locate(c cid.Cid) (key string, ok bool) {
 	return l.sh.info.Key, true
 }
 
+// Size returns the length of the data of the block with c's multihash,
+// from the index, without reading it: the section's length less its
+// varint and c's bytes (exact when the stored CID is c, as it is for
+// every block shoal stores; a stored CID of another version or codec,
+// matched by multihash, can differ by a few bytes).
+func (s *Store) Size(c cid.Cid) (int, bool) {
+	s.mu.RLock()
+	l, ok := s.index[string(c.Hash())]
+	s.mu.RUnlock()
+	if !ok {
+		return 0, false
+	}
+	// n = varint(body) + body, body = CID + data.
+	for v := 1; v <= 10; v++ {
+		if body := l.n - int64(v); body > 0 && varintLen(uint64(body)) == v {
+			return max(int(body)-len(c.Bytes()), 0), true
+		}
+	}
+	return 0, false
+}
+
+// varintLen is the length of x as an unsigned varint.
+func varintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
+}
+
 // HasShard reports whether a committed shard has key.
 func (s *Store) HasShard(key string) bool {
 	s.mu.RLock()

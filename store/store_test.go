@@ -108,14 +108,6 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-func varintLen(v uint64) int {
-	n := 1
-	for ; v >= 0x80; v >>= 7 {
-		n++
-	}
-	return n
-}
-
 func checkShardReader(t *testing.T, s *Store, key string, blocks []dag.Block) {
 	t.Helper()
 	r, err := s.OpenShard(key)
@@ -528,6 +520,11 @@ func TestDelete(t *testing.T) {
 			t.Errorf("Locate(%s) = %q, %v; want %q", b.CID, key, ok, want)
 		}
 	}
+	for _, b := range []dag.Block{shared, onlyA, onlyB} {
+		if n, ok := s.Size(b.CID); !ok || n != len(b.Data) {
+			t.Errorf("Size(%s) = %d, %v; want %d", b.CID, n, ok, len(b.Data))
+		}
+	}
 	locate(onlyA, "a")
 	locate(shared, "a")
 	locate(onlyB, "b")
@@ -535,6 +532,9 @@ func TestDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	locate(onlyA, "")
+	if n, ok := s.Size(onlyA.CID); ok || n != 0 {
+		t.Errorf("Size of a deleted block: %d, %v", n, ok)
+	}
 	locate(shared, "b")
 	if s.Has(onlyA.CID) {
 		t.Error("block only in the deleted shard still found")

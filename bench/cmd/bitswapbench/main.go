@@ -22,7 +22,7 @@
 // Run from the module root (Kubo is built by ../shared/tools/build-kubo
 // unless -ipfs names a binary):
 //
-//	go run ./bench/cmd/bitswapbench [-size 1GiB] [-runs 3] [-ipfs BIN] [-shoal BIN] [-keep]
+//	go run ./bench/cmd/bitswapbench [-size 1GiB] [-runs 3] [-ipfs BIN] [-shoal BIN] [-keep] [-cpuprofile FILE]
 package main
 
 import (
@@ -52,6 +52,7 @@ type options struct {
 	ipfs  string
 	shoal string
 	keep  bool
+	prof  string
 }
 
 func run(ctx context.Context, args []string) error {
@@ -62,6 +63,7 @@ func run(ctx context.Context, args []string) error {
 	fl.StringVar(&o.ipfs, "ipfs", "", "Kubo's ipfs `BINARY` (default: what ../shared/tools/build-kubo builds)")
 	fl.StringVar(&o.shoal, "shoal", "", "use this shoal `BINARY` instead of building ./cmd/shoal")
 	fl.BoolVar(&o.keep, "keep", false, "keep the repositories and logs")
+	fl.StringVar(&o.prof, "cpuprofile", "", "write peer0's CPU profile (the peer Kubo and the gateway read from) to `FILE`")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -124,7 +126,13 @@ func measure(ctx context.Context, o options, dir string) error {
 	}
 	c, err := bench.StartCluster(ctx, bench.ClusterConfig{Shoal: o.shoal, Dir: dir, Peers: 3,
 		IPFS:    map[string]any{"listen": []string{"/ip4/127.0.0.1/tcp/0"}},
-		Gateway: map[string]any{"listen": "127.0.0.1:0"}})
+		Gateway: map[string]any{"listen": "127.0.0.1:0"},
+		Env: func(i int) []string {
+			if i == 0 && o.prof != "" {
+				return []string{"SHOAL_CPUPROFILE=" + o.prof}
+			}
+			return nil
+		}})
 	if err != nil {
 		return err
 	}
