@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -247,18 +249,51 @@ func TestSHA256(t *testing.T) {
 	}
 }
 
+// TestDirectWrite: DirectWrite makes a new file of size rounded up to
+// whole blocks, of exactly the seeded bytes of one block (Data) with each
+// block's first 8 bytes its index, so that every block differs; it
+// refuses a path that exists, leaving that file as it was, and writes
+// nothing once its context is cancelled.
 func TestDirectWrite(t *testing.T) {
+	block := Data(DirectBlock)
+	for _, size := range []int64{0, 1, DirectBlock, 2*DirectBlock + 1} {
+		path := filepath.Join(t.TempDir(), "f")
+		err := DirectWrite(context.Background(), path, size)
+		if errors.Is(err, syscall.EINVAL) {
+			t.Skipf("no O_DIRECT on this file system: %v", err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks := (size + DirectBlock - 1) / DirectBlock
+		want := make([]byte, 0, blocks*DirectBlock)
+		for i := range blocks {
+			want = binary.LittleEndian.AppendUint64(want, uint64(i))
+			want = append(want, block[8:]...)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("size %d: wrote %d bytes, want %d blocks (%d bytes) of the seeded block stamped with its index; equal prefix %v",
+				size, len(got), blocks, len(want), bytes.HasPrefix(want, got))
+		}
+		if err := DirectWrite(context.Background(), path, DirectBlock); !errors.Is(err, fs.ErrExist) {
+			t.Fatalf("size %d: DirectWrite over an existing file: %v, want it refused (file exists)", size, err)
+		}
+		if again, err := os.ReadFile(path); err != nil || !bytes.Equal(again, want) {
+			t.Fatalf("size %d: a refused DirectWrite changed the file: %d bytes, %v", size, len(again), err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
 	path := filepath.Join(t.TempDir(), "f")
-	err := DirectWrite(context.Background(), path, 2*DirectBlock+1)
-	if errors.Is(err, syscall.EINVAL) {
-		t.Skipf("no O_DIRECT on this file system: %v", err)
+	if err := DirectWrite(ctx, path, DirectBlock); !errors.Is(err, context.Canceled) {
+		t.Fatalf("DirectWrite with a cancelled context: %v, want %v", err, context.Canceled)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.Size() != 3*DirectBlock {
-		t.Fatalf("wrote %v, %v; want 3 whole blocks", fi, err)
+	if fi, err := os.Stat(path); err == nil && fi.Size() != 0 {
+		t.Fatalf("DirectWrite with a cancelled context wrote %d bytes", fi.Size())
 	}
 }
 

@@ -162,13 +162,14 @@ func TestHashAheadStop(t *testing.T) {
 			t.Fatalf("next after stop: %v", err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before {
-		t.Fatalf("%d goroutines after stop, %d before", n, before)
-	}
+	// stop waited for the reader and the workers to return; the runtime
+	// counts a goroutine until it has exited, a moment later.
+	waitFor(t, 5*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			return fmt.Errorf("%d goroutines after stop, %d before", n, before)
+		}
+		return nil
+	})
 }
 
 // TestHashAheadBounded: when nobody takes the blocks, the reader stops
@@ -190,15 +191,20 @@ func TestHashAheadBounded(t *testing.T) {
 			reads.Add(1)
 			return sliceSource([]dag.Block{block}, nil)(buf)
 		})
-		// The reader reaches the bound (on a loaded machine, hashing a
-		// batch may pause it for long: no quiet period says it is done),
-		// then reads no more.
-		for deadline := time.Now().Add(20 * time.Second); reads.Load() < int64(tt.want) && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
-		time.Sleep(500 * time.Millisecond)
+		// The reader is done once every batch is filled and waits in
+		// order for the user (on a loaded machine, hashing a batch may
+		// pause it for long: no quiet period says it is done). With no
+		// batch left to fill, it cannot read again until the user takes
+		// one.
+		waitFor(t, 20*time.Second, func() error {
+			if n := len(h.order); n != hashBatches {
+				return fmt.Errorf("blocks of %d bytes: %d batches of %d filled, %d blocks read", tt.size, n, hashBatches, reads.Load())
+			}
+			return nil
+		})
+		n := reads.Load()
 		h.stop()
-		if n := reads.Load(); n != int64(tt.want) {
+		if n != int64(tt.want) {
 			t.Errorf("blocks of %d bytes: %d read ahead, want %d", tt.size, n, tt.want)
 		}
 	}

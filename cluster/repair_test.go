@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -39,7 +40,8 @@ func fastHealth(_ int, cfg *config.Config) {
 // every shard back to rmin on the live peers, the file reads back
 // identical, and the two restarted peers free what they no longer hold.
 func TestRepair(t *testing.T) {
-	peers := newTestPeersWith(t, 4, fastHealth)
+	logs := &logCapture{t: t}
+	peers := newTestPeersOpts(t, 4, fastHealth, func(i int, o *Options) { o.Logger = logs.logger(i) })
 	ctx := context.Background()
 	data := seeded("repair", 6<<20+777)
 	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "f", Chunker: "size-65536",
@@ -70,10 +72,31 @@ func TestRepair(t *testing.T) {
 	if second == nil {
 		t.Fatalf("no follower shares a shard with peer 3: %+v", before.Shards)
 	}
+	var leading *Peer
+	for _, p := range peers {
+		if p.ID() == leader {
+			leading = p
+		}
+	}
+	probe, roundEnd := pinRepairProbe(t, peers[0], 4)
+	from := logs.len()
 	peers[3].Close()
-	time.Sleep(3 * time.Second) // past the TTL and the grace
-	if after, _ := st.Get(root); len(st.Repairs()) != 0 || !shardsEqual(after.Shards, before.Shards) {
-		t.Fatalf("one holder down, still >= rmin everywhere: something moved: %+v", st.Repairs())
+	// The first round of the leader that counts peer 3 gone (down past
+	// the TTL and the grace) has decided on every part of the file when
+	// it logs the probe: a repair it started would be in the leader's
+	// state already (it commits each one before it walks on).
+	waitFor(t, 20*time.Second, func() error {
+		if len(logs.matchingSince(from, roundEnd)) == 0 {
+			return errors.New("no repair round has counted peer 3 gone yet")
+		}
+		return nil
+	})
+	lst := leading.cons.State()
+	if after, _ := lst.Get(root); len(lst.Repairs()) != 0 || !shardsEqual(after.Shards, before.Shards) {
+		t.Fatalf("one holder down, still >= rmin everywhere: something moved: %+v", lst.Repairs())
+	}
+	if _, err := (backend{peers[0]}).Unpin(ctx, probe); err != nil {
+		t.Fatal(err)
 	}
 
 	second.Close()
@@ -156,6 +179,41 @@ func TestRepair(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// pinRepairProbe pins, through p, content nobody holds on all n peers, as
+// a probe of the leader's repair rounds, and returns its CID and what the
+// leader logs at the end of every round while a member is gone: the
+// probe's part is then short of its rmin, with no live peer left to copy
+// it to. That line comes once the round has walked every pin, so it says
+// the round has decided on all of them.
+func pinRepairProbe(t *testing.T, p *Peer, n int) (string, *regexp.Regexp) {
+	t.Helper()
+	probe := rawBlock(t, []byte("repair probe: stored nowhere")).CID.String()
+	if _, err := (backend{p}).Pin(context.Background(), api.PinRequest{CID: probe, Name: "probe", RMin: n, RMax: n}); err != nil {
+		t.Fatal(err)
+	}
+	return probe, regexp.MustCompile(`: repair: (.*\n)*` + probe + ` of ` + probe + `: `)
+}
+
+// len is how many lines c kept so far.
+func (c *logCapture) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.lines)
+}
+
+// matchingSince returns the lines kept from the nth on that re matches.
+func (c *logCapture) matchingSince(n int, re *regexp.Regexp) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, l := range c.lines[n:] {
+		if re.MatchString(l) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func shardsEqual(a, b []consensus.Shard) bool {
@@ -302,7 +360,8 @@ func TestRepairAvoidsBrokenPeer(t *testing.T) {
 // pin, are lost: status says so (the other shards stay pinned), Lost
 // lists exactly them, no repair starts, and pin rm drops the pin.
 func TestLostParts(t *testing.T) {
-	peers := newTestPeersWith(t, 4, fastHealth)
+	logs := &logCapture{t: t}
+	peers := newTestPeersOpts(t, 4, fastHealth, func(i int, o *Options) { o.Logger = logs.logger(i) })
 	ctx := context.Background()
 	data := seeded("lost", 4<<20+11)
 	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data), api.AddParams{Name: "l", Chunker: "size-65536",
@@ -324,6 +383,7 @@ func TestLostParts(t *testing.T) {
 		t.Fatalf("peer 3 holds no part alone: %+v", pin.Shards)
 	}
 	slices.Sort(want)
+	_, roundEnd := pinRepairProbe(t, peers[0], 4)
 	gone.Close()
 	b := backend{peers[0]}
 	waitFor(t, 10*time.Second, func() error {
@@ -357,10 +417,35 @@ func TestLostParts(t *testing.T) {
 			t.Errorf("shard %d (lost %v): %s, peers %v", sh.Index, lost, sh.Status, sh.Peers)
 		}
 	}
-	// Nothing to copy from: no repair, round after round.
-	time.Sleep(time.Second)
-	if rs := peers[0].cons.State().Repairs(); len(rs) != 0 {
-		t.Fatalf("repairs of a lost part: %+v", rs)
+	// Nothing to copy from: the leader's round logs each lost part, once,
+	// where it would otherwise start its repair, and starts none. A
+	// round that ends after those lines (the probe's line) has decided
+	// on every part again; a repair started would be in the leader's
+	// state already.
+	var lostAt int
+	waitFor(t, 20*time.Second, func() error {
+		for _, part := range want {
+			re := regexp.MustCompile(`: repair: ` + part + ` of ` + res.CID + ` is lost: every holder is gone, nothing to copy from; `)
+			if len(logs.matchingSince(0, re)) != 1 {
+				return fmt.Errorf("the leader has not logged %s as lost, once: %q", part, logs.matchingSince(0, re))
+			}
+		}
+		lostAt = logs.len()
+		return nil
+	})
+	waitFor(t, 20*time.Second, func() error {
+		if len(logs.matchingSince(lostAt, roundEnd)) == 0 {
+			return errors.New("no repair round has ended since the lost parts were logged")
+		}
+		return nil
+	})
+	if started := logs.matchingSince(0, regexp.MustCompile(`; copying to \[`)); len(started) != 0 {
+		t.Fatalf("repairs of a lost part: %q", started)
+	}
+	for _, p := range peers[:3] {
+		if rs := p.cons.State().Repairs(); p.ID() == p.cons.Leader() && len(rs) != 0 {
+			t.Fatalf("repairs of a lost part in the leader's state: %+v", rs)
+		}
 	}
 	if _, err := b.Unpin(ctx, res.CID); err != nil {
 		t.Fatal(err)

@@ -244,7 +244,26 @@ func TestRecoverRetriesNow(t *testing.T) {
 	if _, err := w.Commit(ctx, root, c); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	// Nothing tells peer 1 that peer 0 holds it now: peer 1 tries again
+	// when its backoff ends, not before. Two of its tracker rounds that
+	// began after the commit show it: each fails a pin, committed for
+	// that purpose, of content nobody holds. A round reads the changes
+	// when it begins, so the second marker fails in a round after the one
+	// that failed the first, which has then ended, with any fetch it
+	// queued: a retry not due would have made c pinned (or pinning) by
+	// then.
+	for i := range 2 {
+		marker := rawBlock(t, fmt.Appendf(nil, "tracker round marker %d", i)).CID
+		if _, err := (backend{peers[2]}).Pin(ctx, api.PinRequest{CID: marker.String(), Name: "marker", RMin: -1, RMax: -1}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, func() error {
+			if st := peers[1].tracker.status(marker); st.Status != api.StatusPinError {
+				return fmt.Errorf("peer 1, marker %d: %s %q", i, st.Status, st.Error)
+			}
+			return nil
+		})
+	}
 	if st := peers[1].tracker.status(c); st.Status != api.StatusPinError {
 		t.Fatalf("peer 1 without recover: %s %q, want pin_error until its retry", st.Status, st.Error)
 	}

@@ -6,7 +6,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
+	"unsafe"
 )
 
 // TestDirectReader reads ranges of a file through directReader, without
@@ -80,22 +83,86 @@ func TestDirectReaderShortFile(t *testing.T) {
 	d.close()
 }
 
-// TestDirectReaderCloseEarly: closing mid-file stops the read-ahead.
+// TestDirectReaderCloseEarly: closing mid-file, with the read-ahead
+// blocked or not, leaves what was read so far intact; once close returns
+// the read-ahead goroutine has returned, and close hands back the very two
+// buffers it was given, free to reuse: a new reader reads another file
+// through them byte for byte, after the old one's descriptor was closed.
 func TestDirectReaderCloseEarly(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(path, seeded(2, 10*align), 0o600); err != nil {
+	dir := t.TempDir()
+	data, other := seeded(2, 10*align), seeded(3, 3*align+17)
+	path, otherPath := filepath.Join(dir, "f"), filepath.Join(dir, "other")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
+	if err := os.WriteFile(otherPath, other, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	for _, consume := range []int{0, 1, align + 1} {
-		d := newDirectReader(f, alignedBuf(align), alignedBuf(align), 0, 10*align)
-		if _, err := io.ReadFull(d, make([]byte, consume)); err != nil {
+	// A close that did not wait would leave the read-ahead running for
+	// only a moment: many tries catch that.
+	for try := range 100 {
+		consume := []int{0, 1, align + 1, 3*align - 1}[try%4]
+		f, err := os.Open(path)
+		if err != nil {
 			t.Fatal(err)
 		}
-		d.close() // must return, with the read-ahead blocked or not
+		running := readAheads()
+		a, b := alignedBuf(align), alignedBuf(align)
+		d := newDirectReader(f, a, b, 0, 10*align)
+		got := make([]byte, consume)
+		if _, err := io.ReadFull(d, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data[:consume]) {
+			t.Fatalf("consume %d: read bytes that differ from the file's", consume)
+		}
+		if n := readAheads(); consume > 0 && n != running+1 {
+			t.Fatalf("consume %d: %d read-aheads run, want %d: readAheads does not see them", consume, n, running+1)
+		}
+		closed := make(chan [2][]byte, 1)
+		go func() { closed <- d.close() }()
+		var bufs [2][]byte
+		select {
+		case bufs = <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("consume %d: close did not return", consume)
+		}
+		if n := readAheads(); n != running {
+			t.Fatalf("consume %d: %d read-aheads run after close, want %d", consume, n, running)
+		}
+		f.Close()
+		for i, want := range [2][]byte{a, b} {
+			if len(bufs[i]) != len(want) || cap(bufs[i]) != cap(want) || unsafe.SliceData(bufs[i]) != unsafe.SliceData(want) {
+				t.Fatalf("consume %d: close returned buffer %d of %d bytes at %p, want the one given, %d bytes at %p",
+					consume, i, len(bufs[i]), unsafe.SliceData(bufs[i]), len(want), unsafe.SliceData(want))
+			}
+			for j := range bufs[i] {
+				bufs[i][j] = 0xa5 // reused from here on
+			}
+		}
+		g, err := os.Open(otherPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := newDirectReader(g, bufs[0], bufs[1], 5, int64(len(other)))
+		again, err := io.ReadAll(r)
+		r.close()
+		g.Close()
+		if err != nil || !bytes.Equal(again, other[5:]) {
+			t.Fatalf("consume %d: a reader on the returned buffers read %d bytes (%v), want the other file's %d",
+				consume, len(again), err, len(other)-5)
+		}
+	}
+}
+
+// readAheads counts the goroutines that run a directReader's read-ahead.
+func readAheads() int {
+	buf := make([]byte, 1<<16)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return bytes.Count(buf[:n], []byte("store.(*directReader).readLoop("))
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }

@@ -9,11 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -23,8 +24,10 @@ import (
 )
 
 // testCluster runs N real `shoal daemon` processes on loopback, each with
-// its own temporary repo, fixed free ports (so a restarted peer is found
-// where it was) and Raft timeouts short enough for tests.
+// its own temporary repo and Raft timeouts short enough for tests. A
+// daemon's first start listens on ports the system picks (port 0), which
+// the test reads back; every later start listens on those same ports, so
+// that a restarted peer is found where it was.
 type testCluster struct {
 	t      *testing.T
 	secret string
@@ -32,10 +35,14 @@ type testCluster struct {
 }
 
 type testPeer struct {
-	name    string
-	repo    string
+	name string
+	repo string
+	// api (HOST:PORT), p2pPort and gateway (HOST:PORT, "" without one)
+	// are where the daemon listens, read back once it started: empty and
+	// 0 before its first start.
 	api     string
 	p2pPort int
+	gateway string
 	cmd     *exec.Cmd
 	log     *syncBuffer
 	done    chan struct{}
@@ -46,16 +53,22 @@ type testPeer struct {
 	apiToken string
 }
 
-// syncBuffer collects a daemon's stderr.
+// syncBuffer collects a daemon's stderr, and tells waiters when it grows.
 type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	grew chan struct{} // closed by the next Write
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	n, err := b.buf.Write(p)
+	if b.grew != nil {
+		close(b.grew)
+		b.grew = nil
+	}
+	return n, err
 }
 
 func (b *syncBuffer) String() string {
@@ -64,26 +77,45 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// handedOut are the ports freePort gave already: the kernel may offer a
-// port again once its probe listener closed, and two daemons told the same
-// port both bind it (libp2p listens with SO_REUSEPORT), so that one then
-// refuses to dial the other as itself.
-var handedOut sync.Map
+// snapshot returns what was written so far and a channel closed by the
+// next Write.
+func (b *syncBuffer) snapshot() (string, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.grew == nil {
+		b.grew = make(chan struct{})
+	}
+	return b.buf.String(), b.grew
+}
 
-func freePort(t *testing.T) int {
+// waitLog waits until the daemon's log from byte from on has a match of
+// re, and returns its submatches. It fails the test when the daemon exits
+// first or after timeout.
+func (p *testPeer) waitLog(t *testing.T, from int, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
 	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+		s, grew := p.log.snapshot()
+		if m := re.FindStringSubmatch(s[from:]); m != nil {
+			return m
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if _, dup := handedOut.LoadOrStore(port, true); !dup {
-			return port
+		select {
+		case <-grew:
+		case <-p.done:
+			// Wait returns once the daemon's output is all written.
+			if m := re.FindStringSubmatch(p.log.String()[from:]); m != nil {
+				return m
+			}
+			t.Fatalf("%s exited (%v) before its log said %q\n%s", p.name, p.exitErr, re, p.log)
+		case <-deadline.C:
+			t.Fatalf("%s's log does not say %q after %s\n%s", p.name, re, timeout, p.log)
 		}
 	}
 }
+
+// readyLine is what a daemon logs once its API listens.
+var readyLine = regexp.MustCompile(`peer (\S+) ready; API on (\S+)\n`)
 
 // newTestCluster initialises n peers (not started) sharing one secret.
 func newTestCluster(t *testing.T, n int) *testCluster {
@@ -109,11 +141,10 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 // addPeer initialises one more peer with the given secret.
 func (c *testCluster) addPeer(secret string) *testPeer {
 	t := c.t
-	p := &testPeer{name: fmt.Sprintf("peer%d", len(c.peers)), repo: filepath.Join(t.TempDir(), "repo"),
-		p2pPort: freePort(t), log: &syncBuffer{}}
-	p.api = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := &testPeer{name: fmt.Sprintf("peer%d", len(c.peers)), repo: filepath.Join(t.TempDir(), "repo"), log: &syncBuffer{}}
+	// Port 0: the first start reads back what the daemon bound (start).
 	r := run(t, nil, "init", "--repo", p.repo, "--peername", p.name, "--secret", secret,
-		"--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p.p2pPort), "--api", p.api)
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0")
 	if r.code != 0 {
 		t.Fatalf("init %s: %s", p.name, r.stderr)
 	}
@@ -162,7 +193,12 @@ func (p *testPeer) running() bool {
 	}
 }
 
-// start runs peer i's daemon and waits until its API answers.
+// start runs peer i's daemon and waits until it is ready: its log says
+// where its API listens, and its /id where libp2p does. The first start
+// listens on port 0, and the ports it got are then written into its
+// config.json, so that every later start listens on the same ones: the
+// others still reach a restarted peer at the multiaddr they know. No port
+// is probed and handed out later, which races with whatever else binds.
 func (c *testCluster) start(i int, bootstrap ...string) {
 	c.t.Helper()
 	p := c.peers[i]
@@ -173,41 +209,81 @@ func (c *testCluster) start(i int, bootstrap ...string) {
 	p.cmd = exec.Command(shoalBin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.done = make(chan struct{})
+	logAt := len(p.log.String())
 	if err := p.cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
 	go func() { p.exitErr = p.cmd.Wait(); close(p.done) }()
-	url, hc := "http://"+p.api+"/id", http.DefaultClient
+	m := p.waitLog(c.t, logAt, readyLine, 15*time.Second)
+	u, err := url.Parse(m[2])
+	if err != nil || u.Host == "" {
+		c.t.Fatalf("%s logged the API URL %q: %v", p.name, m[2], err)
+	}
+	hc := http.DefaultClient
 	if p.apiCA != nil {
-		url = "https://" + p.api + "/id"
 		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.apiCA}}}
 		defer hc.CloseIdleConnections()
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		req, err := http.NewRequest(http.MethodGet, url, nil)
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		if p.apiToken != "" {
-			req.Header.Set("Authorization", "Bearer "+p.apiToken)
-		}
-		resp, err := hc.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		select {
-		case <-p.done:
-			c.t.Fatalf("%s exited: %v\n%s", p.name, p.exitErr, p.log)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s API not up after 15s\n%s", p.name, p.log)
-		}
+	// The API listens before the daemon logs that line.
+	req, err := http.NewRequest(http.MethodGet, m[2]+"/id", nil)
+	if err != nil {
+		c.t.Fatal(err)
 	}
+	if p.apiToken != "" {
+		req.Header.Set("Authorization", "Bearer "+p.apiToken)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s: GET /id: %v\n%s", p.name, err, p.log)
+	}
+	var id struct {
+		ID        string   `json:"id"`
+		Addresses []string `json:"addresses"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&id)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || id.ID != m[1] || len(id.Addresses) == 0 {
+		c.t.Fatalf("%s: GET /id: %s, %+v, %v; want the ID %s it logged", p.name, resp.Status, id, err, m[1])
+	}
+	var port int
+	if _, err := fmt.Sscanf(id.Addresses[0], "/ip4/127.0.0.1/tcp/%d/p2p/", &port); err != nil || port == 0 {
+		c.t.Fatalf("%s: GET /id: address %q is not /ip4/127.0.0.1/tcp/PORT/p2p/ID", p.name, id.Addresses[0])
+	}
+	if p.api == "" {
+		p.api, p.p2pPort = u.Host, port
+		c.config(i, func(cfg map[string]any) {
+			cfg["listen"] = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
+			cfg["api"].(map[string]any)["listen"] = u.Host
+		})
+	} else if p.api != u.Host || p.p2pPort != port {
+		c.t.Fatalf("%s restarted with its API on %s and libp2p on port %d; its config says %s and %d", p.name, u.Host, port,
+			p.api, p.p2pPort)
+	}
+	p.gateway = ""
+	if p.gatewayListen(c.t) != "" {
+		p.gateway = p.waitLog(c.t, logAt, gatewayLine, 5*time.Second)[1]
+	}
+}
+
+// gatewayLine is what a daemon with a gateway logs after readyLine.
+var gatewayLine = regexp.MustCompile(`IPFS gateway on http://(\S+)/ipfs/\n`)
+
+// gatewayListen is gateway.listen in peer p's config.json.
+func (p *testPeer) gatewayListen(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(p.repo, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Gateway struct {
+			Listen string `json:"listen"`
+		} `json:"gateway"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Gateway.Listen
 }
 
 // addr is peer i's full libp2p multiaddr, for --bootstrap.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -95,11 +96,26 @@ func TestRepairProcesses(t *testing.T) {
 		}
 	}
 
+	// A probe: a pin of content nobody holds, allocated to all four
+	// peers. Once the leader counts peer 3 as gone (down past the TTL and
+	// the grace), each of its repair rounds finds the probe short of its
+	// rmin with no live peer to copy it to, and logs that when the round
+	// ends, after it walked every pin. So the first such line says that a
+	// whole round decided on the file's shards with peer 3 gone: it must
+	// have started no repair (the leader logs each one it starts, "...;
+	// copying to [...]", before the round ends) and moved nothing.
+	c.shoal(0, nil, "pin", "add", helloCID, "--name", "probe", "--rmin", "4", "--rmax", "4")
+	roundWithout3 := regexp.MustCompile(`repair: ` + helloCID + ` of ` + helloCID + `: `)
+	probeAt := len(c.peers[leader].log.String())
 	c.kill(3)
-	time.Sleep(4 * time.Second) // past the TTL and the grace
+	c.peers[leader].waitLog(t, probeAt, roundWithout3, 20*time.Second)
+	if l := c.peers[leader].log.String()[probeAt:]; strings.Contains(l, "; copying to [") {
+		t.Fatalf("one holder down, every shard still >= rmin: the leader started a repair:\n%s", l)
+	}
 	if after := c.shardedStatus(leader, root); !sameShards(before, after) {
 		t.Fatalf("one holder down, every shard still >= rmin: allocations changed\nbefore %+v\nafter %+v", before.Shards, after.Shards)
 	}
+	c.shoal(0, nil, "pin", "rm", helloCID)
 
 	c.stop(second)
 	eventually(t, 30*time.Second, func() error { return c.liveHolders(leader, root, ids, live, 2) })

@@ -148,7 +148,7 @@ func TestAPITLSProcess(t *testing.T) {
 			editConfig(t, repo, func(cfg map[string]any) {
 				a := cfg["api"].(map[string]any)
 				a["tls_cert_file"], a["tls_key_file"] = tt.cert, tt.key
-				a["listen"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+				a["listen"] = "127.0.0.1:0" // never bound: the daemon refuses first
 			})
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
