@@ -55,7 +55,9 @@ func ipfs(t *testing.T, bin, repo string, args ...string) string {
 
 // TestGatewayKubo: daemons initialised with --gateway serve a sharded file
 // whose shards lie on different peers as a CAR that Kubo imports, and
-// then reads offline byte for byte; a CID the cluster does not pin is 404.
+// then reads offline byte for byte; a range CAR holds only the blocks
+// that cover the range, from which Kubo reads the range; the raw root
+// block is the one Kubo verified; a CID the cluster does not pin is 404.
 func TestGatewayKubo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real daemons and Kubo")
@@ -142,9 +144,29 @@ func TestGatewayKubo(t *testing.T) {
 		t.Fatalf("unpinned CID: %d %q, want 404 %q", resp.StatusCode, body, want)
 	}
 
-	// Kubo, offline, with an empty repo: the CAR alone gives it the file.
+	// Kubo, offline, with an empty repo: a range CAR gives it exactly the
+	// blocks that cover the range (the root and the leaves of 256 KiB
+	// that meet it, under a balanced DAG of one level), and it reads that
+	// range offline; the raw root block is the one it imported.
 	ipfsRepo := filepath.Join(t.TempDir(), "ipfs")
 	ipfs(t, bin, ipfsRepo, "init", "--profile", "test")
+	from, to := 1<<20+4321, 1<<20+4321+600_000
+	rangeCAR := get200(t, fmt.Sprintf("http://%s/ipfs/%s?format=car&dag-scope=entity&entity-bytes=%d:%d", gateways[2], root, from, to))
+	rangePath := filepath.Join(t.TempDir(), "range.car")
+	if err := os.WriteFile(rangePath, rangeCAR, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := len(strings.Fields(ipfs(t, bin, ipfsRepo, "refs", "local"))) // init's empty directory
+	ipfs(t, bin, ipfsRepo, "dag", "import", "--offline", "--pin-roots=false", rangePath)
+	if got, want := len(strings.Fields(ipfs(t, bin, ipfsRepo, "refs", "local")))-before, 1+to/(256<<10)-from/(256<<10)+1; got != want {
+		t.Fatalf("Kubo holds %d more blocks after importing the range CAR, want the %d that cover it", got, want)
+	}
+	if got := ipfs(t, bin, ipfsRepo, "cat", "--offline", "--offset", fmt.Sprint(from), "--length", fmt.Sprint(to-from+1), root); got != string(data[from:to+1]) {
+		t.Fatalf("ipfs cat of bytes %d..%d from the range CAR: %d bytes, not the file's", from, to, len(got))
+	}
+	if raw := get200(t, "http://"+gateways[1]+"/ipfs/"+root+"?format=raw"); string(raw) != ipfs(t, bin, ipfsRepo, "block", "get", "--offline", root) {
+		t.Fatalf("the raw root block (%d bytes) is not the one Kubo imported", len(raw))
+	}
 	carPath := filepath.Join(t.TempDir(), "f.car")
 	if err := os.WriteFile(carPath, carBytes, 0o644); err != nil {
 		t.Fatal(err)
@@ -156,4 +178,19 @@ func TestGatewayKubo(t *testing.T) {
 	if got := ipfs(t, bin, ipfsRepo, "cat", "--offline", root); got != string(data) {
 		t.Fatalf("ipfs cat %s: %d bytes, want the file's %d", root, len(got), len(data))
 	}
+}
+
+// get200 GETs url and fails the test unless it answers 200.
+func get200(t *testing.T, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d, %v: %.200s", url, resp.StatusCode, err, body)
+	}
+	return body
 }
