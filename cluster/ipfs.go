@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/consensus"
@@ -89,9 +91,10 @@ func (p *Peer) startGateway() error {
 // (config.IPFSIdentityFile), port and resource limits, that serves
 // nothing but identify, ping and bitswap.
 type ipfsNode struct {
-	host    host.Host
-	src     *ipfsserve.Source
-	bitswap *ipfsserve.Bitswap
+	host     host.Host
+	src      *ipfsserve.Source
+	bitswap  *ipfsserve.Bitswap
+	provider *ipfsserve.Provider // nil unless ipfs.provide
 }
 
 // publicMemory bounds what the IPFS host's connections and streams may
@@ -128,13 +131,46 @@ func (p *Peer) startIPFS() error {
 	}
 	p.ipfs = &ipfsNode{host: h, src: src, bitswap: ipfsserve.NewBitswap(h, src)}
 	p.log("IPFS host %s serving pinned content over bitswap on %v", h.ID(), p.IPFSAddrs())
+	if !p.cfg.IPFS.Provide {
+		return nil
+	}
+	var boot []peer.AddrInfo
+	for _, b := range p.cfg.IPFS.Bootstrap {
+		ai, err := peer.AddrInfoFromString(b)
+		if err != nil {
+			return fmt.Errorf("ipfs bootstrap %q: %w", b, err)
+		}
+		boot = append(boot, *ai)
+	}
+	p.ipfs.provider, err = ipfsserve.StartProvider(ipfsserve.ProviderConfig{
+		Host: h, Bootstrap: boot, Reprovide: time.Duration(p.cfg.IPFS.ReprovideInterval),
+		Roots: func() []cid.Cid {
+			var out []cid.Cid
+			p.cons.State().Each(func(pin consensus.Pin) bool {
+				out = append(out, pin.CID)
+				return true
+			})
+			return out
+		},
+		Changed:       func() <-chan struct{} { return p.cons.State().Changed() },
+		Logf:          p.log,
+		LoopbackOnLAN: loopbackOnly(h.Addrs()),
+	})
+	if err != nil {
+		return err
+	}
+	p.log("IPFS host %s provides the pinned roots to the DHT (client mode, %d bootstrap peers)", h.ID(), len(boot))
 	return nil
 }
 
 func (n *ipfsNode) close() error {
+	var errs []error
+	if n.provider != nil {
+		errs = append(errs, n.provider.Close())
+	}
 	n.bitswap.Close()
 	n.src.Close()
-	return n.host.Close()
+	return errors.Join(append(errs, n.host.Close())...)
 }
 
 // IPFSID is the IPFS-facing host's peer ID, "" when ipfs.listen is empty.
@@ -177,4 +213,14 @@ func (p *Peer) GatewayURL() string {
 		return ""
 	}
 	return p.gateway.URL()
+}
+
+// loopbackOnly reports whether every address is a loopback one.
+func loopbackOnly(addrs []ma.Multiaddr) bool {
+	for _, a := range addrs {
+		if !manet.IsIPLoopback(a) {
+			return false
+		}
+	}
+	return len(addrs) > 0
 }

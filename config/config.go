@@ -166,6 +166,17 @@ type IPFS struct {
 	// from the cluster host's, so public load cannot starve Raft or
 	// shard transfers.
 	MaxConnections int `json:"max_connections"`
+	// Provide announces the roots of the pins to the IPFS DHT (as a DHT
+	// client), so that IPFS nodes find this host for them; off by
+	// default. Roots only, never every block.
+	Provide bool `json:"provide"`
+	// Bootstrap are the DHT peers to join through, full multiaddrs with
+	// /p2p/ID (Kubo's `ipfs bootstrap list` for the public DHT); none
+	// by default: shoal joins no network unless told to.
+	Bootstrap []string `json:"bootstrap"`
+	// ReprovideInterval is how often each root is announced again; DHT
+	// records expire after 48 hours. Default 12h.
+	ReprovideInterval Duration `json:"reprovide_interval"`
 }
 
 func (i IPFS) validate(cluster []string) error {
@@ -180,6 +191,17 @@ func (i IPFS) validate(cluster []string) error {
 	}
 	if i.MaxConnections < 1 || i.MaxConnections > 1<<16 {
 		return fmt.Errorf("config: ipfs max_connections %d is not in 1..65536", i.MaxConnections)
+	}
+	for _, b := range i.Bootstrap {
+		if _, err := peer.AddrInfoFromString(b); err != nil {
+			return fmt.Errorf("config: ipfs bootstrap %q is not a multiaddr ending in /p2p/PEERID: %w", b, err)
+		}
+	}
+	if i.ReprovideInterval < Duration(time.Minute) || i.ReprovideInterval > Duration(47*time.Hour) {
+		return fmt.Errorf("config: ipfs reprovide_interval %s is not in 1m..47h (DHT records expire after 48h)", time.Duration(i.ReprovideInterval))
+	}
+	if i.Provide && len(i.Listen) == 0 {
+		return errors.New("config: ipfs provide is on but ipfs listen is empty: the records would name a host that does not run")
 	}
 	return nil
 }
@@ -343,7 +365,8 @@ func Default() Config {
 		// Off, as the gateway. When on, 512 connections: Kubo's default
 		// connection manager keeps up to 192, and each costs a few KiB
 		// idle.
-		IPFS: IPFS{Listen: []string{}, MaxConnections: 512},
+		IPFS: IPFS{Listen: []string{}, MaxConnections: 512, Provide: false, Bootstrap: []string{},
+			ReprovideInterval: Duration(12 * time.Hour)},
 		Pinning: Pinning{
 			// Two copies survive the loss of any one peer; a third is
 			// kept where a peer has room, so one peer can be down for
@@ -498,6 +521,9 @@ func (c Config) Warnings() []string {
 	}
 	if ghost, _, err := net.SplitHostPort(c.Gateway.Listen); err == nil && c.Gateway.Deserialized && !isLoopback(ghost) {
 		w = append(w, fmt.Sprintf("gateway listen %s is not a loopback address and gateway.deserialized is on: browsers render pinned HTML under the gateway's one origin, where a page of one pin can read every other; serve deserialized responses to the network only through a subdomain gateway in front", c.Gateway.Listen))
+	}
+	if c.IPFS.Provide && len(c.IPFS.Bootstrap) == 0 {
+		w = append(w, "ipfs provide is on with no ipfs bootstrap peers: the DHT client knows only the peers that connect to it, and may have nobody to announce to")
 	}
 	return w
 }

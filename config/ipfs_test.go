@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -27,6 +28,16 @@ func TestIPFS(t *testing.T) {
 		{"the cluster's", func(c *Config) { c.IPFS.Listen = c.Listen },
 			"config: ipfs listen /ip4/0.0.0.0/tcp/9096 is a cluster listen address too; give the IPFS host a port of its own"},
 		{"no connections", func(c *Config) { c.IPFS.MaxConnections = 0 }, "config: ipfs max_connections 0 is not in 1..65536"},
+		{"provide", func(c *Config) {
+			c.IPFS.Listen, c.IPFS.Provide = []string{"/ip4/0.0.0.0/tcp/4001"}, true
+			c.IPFS.Bootstrap = []string{"/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWGYvWNWPYbWn9zdcGRiem8xgSpwEsxTtTR9qD6TSWFKbv"}
+		}, ""},
+		{"provide without a host", func(c *Config) { c.IPFS.Provide = true },
+			"config: ipfs provide is on but ipfs listen is empty: the records would name a host that does not run"},
+		{"bootstrap without an ID", func(c *Config) { c.IPFS.Bootstrap = []string{"/ip4/127.0.0.1/tcp/4002"} },
+			`config: ipfs bootstrap "/ip4/127.0.0.1/tcp/4002" is not a multiaddr ending in /p2p/PEERID: invalid p2p multiaddr`},
+		{"reprovide too often", func(c *Config) { c.IPFS.ReprovideInterval = Duration(time.Second) },
+			"config: ipfs reprovide_interval 1s is not in 1m..47h (DHT records expire after 48h)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()
@@ -38,7 +49,8 @@ func TestIPFS(t *testing.T) {
 			}
 		})
 	}
-	if d := Default(); len(d.IPFS.Listen) != 0 || d.IPFS.MaxConnections != 512 {
+	if d := Default(); len(d.IPFS.Listen) != 0 || d.IPFS.MaxConnections != 512 || d.IPFS.Provide || len(d.IPFS.Bootstrap) != 0 ||
+		d.IPFS.ReprovideInterval != Duration(12*time.Hour) {
 		t.Fatalf("default ipfs %+v", d.IPFS)
 	}
 

@@ -2,7 +2,8 @@
 // and nothing else: a block Source confined to pinned DAGs, a trustless
 // HTTP Gateway over it (boxo's gateway handler), and a Bitswap server
 // over one (boxo's bitswap server, on the IPFS-facing host of package
-// p2p's NewPublic).
+// p2p's NewPublic), and, opt-in, a Provider that announces the pinned
+// roots to the IPFS DHT as a DHT client (provide.go).
 //
 // # Glossary
 //

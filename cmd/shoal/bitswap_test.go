@@ -19,13 +19,20 @@ import (
 )
 
 // kuboDaemon runs Kubo's daemon on an empty repo, on loopback only, with
-// no bootstrap peers and no content routing: it finds blocks only among
-// the peers it is connected to. It is stopped when the test ends.
-func kuboDaemon(t *testing.T, bin string) (repo string) {
+// no bootstrap peers and, unless routing names a Routing.Type, no content
+// routing: it then finds blocks only among the peers it is connected to.
+// A DHT on loopback needs Routing.LoopbackAddressesOnLanDHT, which is set
+// with it. It is stopped when the test ends.
+func kuboDaemon(t *testing.T, bin string, routing ...string) (repo string) {
 	t.Helper()
 	repo = filepath.Join(t.TempDir(), "ipfs")
 	ipfs(t, bin, repo, "init", "--profile", "test")
-	ipfs(t, bin, repo, "config", "Routing.Type", "none")
+	if len(routing) == 0 {
+		ipfs(t, bin, repo, "config", "Routing.Type", "none")
+	} else {
+		ipfs(t, bin, repo, "config", "Routing.Type", routing[0])
+		ipfs(t, bin, repo, "config", "--json", "Routing.LoopbackAddressesOnLanDHT", "true")
+	}
 	cmd := exec.Command(bin, "daemon")
 	cmd.Env = append(os.Environ(), "IPFS_PATH="+repo)
 	out, err := cmd.StdoutPipe()
@@ -127,7 +134,7 @@ func TestBitswapKubo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(b, &written); err != nil || fmt.Sprint(written.IPFS) != "map[listen:[/ip4/0.0.0.0/tcp/4001] max_connections:512]" {
+	if err := json.Unmarshal(b, &written); err != nil || fmt.Sprint(written.IPFS) != "map[bootstrap:[] listen:[/ip4/0.0.0.0/tcp/4001] max_connections:512 provide:false reprovide_interval:12h0m0s]" {
 		t.Fatalf("init --ipfs-listen wrote ipfs %v (%v)", written.IPFS, err)
 	}
 	r := run(t, nil, "init", "--repo", filepath.Join(t.TempDir(), "bad"), "--ipfs-listen", "0.0.0.0:4001")
@@ -184,5 +191,68 @@ func TestBitswapKubo(t *testing.T) {
 	cmd.Env = append(os.Environ(), "IPFS_PATH="+kr)
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "context deadline exceeded") {
 		t.Fatalf("ipfs block get of an unpinned CID: %v: %s", err, out)
+	}
+}
+
+// kuboAddr is a Kubo daemon's loopback TCP address, with /p2p/ID.
+func kuboAddr(t *testing.T, bin, repo string) string {
+	t.Helper()
+	for _, a := range strings.Fields(ipfs(t, bin, repo, "id", "-f", "<addrs>")) {
+		if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") {
+			return a
+		}
+	}
+	t.Fatalf("Kubo in %s lists no /ip4/127.0.0.1/tcp address", repo)
+	return ""
+}
+
+// TestProvideKubo: with ipfs.provide on and a Kubo DHT server as its
+// bootstrap peer, a shoal peer announces its pinned roots to the DHT:
+// that Kubo finds shoal's IPFS host as the provider, and a second Kubo,
+// connected only to the first, finds shoal through the DHT and reads the
+// file from it.
+func TestProvideKubo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real daemons and Kubo")
+	}
+	bin := kubo(t)
+	dhtServer := kuboDaemon(t, bin, "dhtserver")
+	boot := kuboAddr(t, bin, dhtServer)
+
+	c := newTestCluster(t, 1)
+	c.config(0, func(cfg map[string]any) {
+		cfg["ipfs"] = map[string]any{"listen": []string{"/ip4/127.0.0.1/tcp/0"}, "max_connections": 64,
+			"provide": true, "bootstrap": []string{boot}, "reprovide_interval": "12h"}
+	})
+	c.startAll()
+	ipfsID := ""
+	for _, l := range strings.Split(c.shoal(0, nil, "id").stdout, "\n") {
+		if id, ok := strings.CutPrefix(l, "ipfs "); ok && !strings.HasPrefix(id, "/") {
+			ipfsID = id
+		}
+	}
+	if ipfsID == "" {
+		t.Fatal("shoal id shows no IPFS host")
+	}
+	data := seeded("provide-kubo", 3<<20+99)
+	root := strings.TrimSpace(c.shoal(0, bytes.NewReader(data), "add", "-Q", "-").stdout)
+
+	eventually(t, 60*time.Second, func() error {
+		cmd := exec.Command(bin, "routing", "findprovs", "--num-providers=1", "--timeout", "5s", root)
+		cmd.Env = append(os.Environ(), "IPFS_PATH="+dhtServer)
+		out, _ := cmd.Output()
+		if got := strings.TrimSpace(string(out)); got != ipfsID {
+			return fmt.Errorf("ipfs routing findprovs %s printed %q, want shoal's IPFS host %s", root, got, ipfsID)
+		}
+		return nil
+	})
+
+	reader := kuboDaemon(t, bin, "dhtclient")
+	ipfs(t, bin, reader, "swarm", "connect", boot)
+	cmd := exec.Command(bin, "cat", "--timeout", "60s", root)
+	cmd.Env = append(os.Environ(), "IPFS_PATH="+reader)
+	out, err := cmd.Output()
+	if err != nil || string(out) != string(data) {
+		t.Fatalf("ipfs cat %s through the DHT: %v, %d bytes, want the %d added", root, err, len(out), len(data))
 	}
 }
