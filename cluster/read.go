@@ -692,8 +692,10 @@ func (rs *readServer) serveShard(s network.Stream, c cid.Cid, refuse func(string
 	}
 }
 
+// serveBlock sends block c unhashed, as serveShard sends a shard: the
+// reader checks it (readBlock), so a block crosses hashed once.
 func (rs *readServer) serveBlock(s network.Stream, c cid.Cid, refuse func(string)) {
-	data, err := rs.p.store.Get(c)
+	data, err := rs.p.store.GetUnhashed(c)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		refuse("not here")

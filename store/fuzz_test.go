@@ -64,7 +64,7 @@ func FuzzOpenShard(f *testing.F) {
 					if err != nil {
 						continue
 					}
-					readSection(ra, "fuzz", r.off, r.n, cid.NewCidV1(cid.Raw, h))
+					readSection(ra, "fuzz", r.off, r.n, cid.NewCidV1(cid.Raw, h), true)
 				}
 			}
 		}

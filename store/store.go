@@ -530,7 +530,14 @@ func (s *Store) HasShard(key string) bool {
 // re-hashed against c: a mismatch returns a *CorruptError (ErrCorrupt)
 // naming the shard and the CID; an unknown block returns ErrNotFound. The
 // returned slice is the caller's. Identity CIDs are only found if stored.
-func (s *Store) Get(c cid.Cid) ([]byte, error) {
+func (s *Store) Get(c cid.Cid) ([]byte, error) { return s.get(c, true) }
+
+// GetUnhashed is Get without the re-hash: the section is still checked to
+// hold c's multihash. For a caller that hashes what it gets anyway (the
+// read protocol's client does), so that a block is hashed once.
+func (s *Store) GetUnhashed(c cid.Cid) ([]byte, error) { return s.get(c, false) }
+
+func (s *Store) get(c cid.Cid, hash bool) ([]byte, error) {
 	s.mu.RLock()
 	l, ok := s.index[string(c.Hash())]
 	closed := s.closed
@@ -541,7 +548,7 @@ func (s *Store) Get(c cid.Cid) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("get block %s: %w", c, ErrNotFound)
 	}
-	data, err := l.read(c)
+	data, err := l.read(c, hash)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Deleted between the lookup and the open.
 		return nil, fmt.Errorf("get block %s: %w", c, ErrNotFound)
@@ -552,21 +559,21 @@ func (s *Store) Get(c cid.Cid) ([]byte, error) {
 	return data, nil
 }
 
-// read reads the section at l and checks that it holds c's multihash and
-// that its data hashes to it.
-func (l loc) read(c cid.Cid) ([]byte, error) {
+// read reads the section at l and checks that it holds c's multihash and,
+// if hash, that its data hashes to it.
+func (l loc) read(c cid.Cid, hash bool) ([]byte, error) {
 	f, err := os.Open(l.sh.path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return readSection(f, l.sh.info.Key, l.off, l.n, c)
+	return readSection(f, l.sh.info.Key, l.off, l.n, c, hash)
 }
 
 // readSection reads the n-byte section at off of shard key from r, checks
-// that it holds c's multihash and that its data hashes to it, and returns
-// the data.
-func readSection(r io.ReaderAt, key string, off, n int64, c cid.Cid) ([]byte, error) {
+// that it holds c's multihash and, if hash, that its data hashes to it,
+// and returns the data.
+func readSection(r io.ReaderAt, key string, off, n int64, c cid.Cid, hash bool) ([]byte, error) {
 	bad := func(reason string) error {
 		return &CorruptError{Key: key, CID: c, Offset: off, Reason: reason}
 	}
@@ -580,6 +587,9 @@ func readSection(r io.ReaderAt, key string, off, n int64, c cid.Cid) ([]byte, er
 	}
 	if !bytes.Equal(got.Hash(), c.Hash()) {
 		return nil, bad("the index points at block " + got.String())
+	}
+	if !hash {
+		return data, nil
 	}
 	if err := checkHash(got, data); err != nil {
 		if errors.Is(err, errMismatch) {

@@ -194,6 +194,16 @@ func TestFlippedByte(t *testing.T) {
 		t.Errorf("Get error %q does not name the shard and the CID", err)
 	}
 	checkBlocks(t, s, []dag.Block{blocks[0], blocks[2]})
+	// GetUnhashed returns the flipped bytes, for a caller that hashes
+	// them itself; the section still has to name the CID asked for.
+	flipped := slices.Clone(blocks[1].Data)
+	flipped[4999] ^= 0x01
+	if got, err := s.GetUnhashed(blocks[1].CID); err != nil || !bytes.Equal(got, flipped) {
+		t.Errorf("GetUnhashed of the flipped block: %d bytes, %v; want the bytes on disk", len(got), err)
+	}
+	if got, err := s.GetUnhashed(blocks[0].CID); err != nil || !bytes.Equal(got, blocks[0].Data) {
+		t.Errorf("GetUnhashed of an intact block: %d bytes, %v", len(got), err)
+	}
 
 	err = s.Verify(context.Background(), "flip")
 	ce = asCorrupt(t, err)

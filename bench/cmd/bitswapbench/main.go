@@ -22,7 +22,11 @@
 // Run from the module root (Kubo is built by ../shared/tools/build-kubo
 // unless -ipfs names a binary):
 //
-//	go run ./bench/cmd/bitswapbench [-size 1GiB] [-runs 3] [-ipfs BIN] [-shoal BIN] [-keep] [-cpuprofile FILE]
+//	go run ./bench/cmd/bitswapbench [-size 1GiB] [-runs 3] [-local] [-ipfs BIN] [-shoal BIN] [-keep] [-cpuprofile FILE]
+//
+// -local places every shard on all three peers, so that peer0 serves the
+// whole file from its own store: the cost of the hop to the other peers
+// is the difference.
 package main
 
 import (
@@ -53,6 +57,7 @@ type options struct {
 	shoal string
 	keep  bool
 	prof  string
+	local bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -63,6 +68,7 @@ func run(ctx context.Context, args []string) error {
 	fl.StringVar(&o.ipfs, "ipfs", "", "Kubo's ipfs `BINARY` (default: what ../shared/tools/build-kubo builds)")
 	fl.StringVar(&o.shoal, "shoal", "", "use this shoal `BINARY` instead of building ./cmd/shoal")
 	fl.BoolVar(&o.keep, "keep", false, "keep the repositories and logs")
+	fl.BoolVar(&o.local, "local", false, "place every shard on all three peers (rmin = rmax = 3), so peer0 serves it all from its own store")
 	fl.StringVar(&o.prof, "cpuprofile", "", "write peer0's CPU profile (the peer Kubo and the gateway read from) to `FILE`")
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -142,7 +148,11 @@ func measure(ctx context.Context, o options, dir string) error {
 	if err != nil {
 		return err
 	}
-	res, err := p0.Client.Add(ctx, f, "data", api.AddParams{Name: "data", Shard: true, ShardSize: 64 << 20, RMin: 1, RMax: 1})
+	r := 1
+	if o.local {
+		r = 3
+	}
+	res, err := p0.Client.Add(ctx, f, "data", api.AddParams{Name: "data", Shard: true, ShardSize: 64 << 20, RMin: r, RMax: r})
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("shoal add: %w", err)
