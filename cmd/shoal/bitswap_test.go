@@ -122,25 +122,9 @@ func TestBitswapKubo(t *testing.T) {
 	}
 	bin := kubo(t)
 
-	// init writes --ipfs-listen to config.json, and refuses a bad one.
-	repo := filepath.Join(t.TempDir(), "repo")
-	if r := run(t, nil, "init", "--repo", repo, "--secret", strings.Repeat("ab", 32), "--ipfs-listen", "/ip4/0.0.0.0/tcp/4001"); r.code != 0 {
-		t.Fatalf("init --ipfs-listen: exit %d: %s", r.code, r.stderr)
-	}
-	var written struct {
-		IPFS map[string]any `json:"ipfs"`
-	}
-	b, err := os.ReadFile(filepath.Join(repo, "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &written); err != nil || fmt.Sprint(written.IPFS) != "map[bootstrap:[] listen:[/ip4/0.0.0.0/tcp/4001] max_connections:512 provide:false reprovide_interval:12h0m0s]" {
-		t.Fatalf("init --ipfs-listen wrote ipfs %v (%v)", written.IPFS, err)
-	}
-	r := run(t, nil, "init", "--repo", filepath.Join(t.TempDir(), "bad"), "--ipfs-listen", "0.0.0.0:4001")
-	if want := "shoal: config: ipfs listen address \"0.0.0.0:4001\" is not a multiaddr: failed to parse multiaddr \"0.0.0.0:4001\": must begin with /\n"; r.code != 1 || r.stderr != want {
-		t.Fatalf("init --ipfs-listen 0.0.0.0:4001: exit %d, %q; want 1, %q", r.code, r.stderr, want)
-	}
+	checkInitFlag(t, "--ipfs-listen", "/ip4/0.0.0.0/tcp/4001", "ipfs",
+		"map[bootstrap:[] listen:[/ip4/0.0.0.0/tcp/4001] max_connections:512 provide:false reprovide_interval:12h0m0s]",
+		"0.0.0.0:4001", "shoal: config: ipfs listen address \"0.0.0.0:4001\" is not a multiaddr: failed to parse multiaddr \"0.0.0.0:4001\": must begin with /\n")
 
 	c := newTestCluster(t, 3)
 	for i := range c.peers {
@@ -254,5 +238,28 @@ func TestProvideKubo(t *testing.T) {
 	out, err := cmd.Output()
 	if err != nil || string(out) != string(data) {
 		t.Fatalf("ipfs cat %s through the DHT: %v, %d bytes, want the %d added", root, err, len(out), len(data))
+	}
+}
+
+// checkInitFlag checks that `shoal init FLAG VALUE` writes section of
+// config.json as want (fmt.Sprint of its map), and that FLAG BAD is
+// refused with exit 1 and badWant on stderr.
+func checkInitFlag(t *testing.T, flag, value, section, want, bad, badWant string) {
+	t.Helper()
+	repo := filepath.Join(t.TempDir(), "repo")
+	if r := run(t, nil, "init", "--repo", repo, "--secret", strings.Repeat("ab", 32), flag, value); r.code != 0 {
+		t.Fatalf("init %s: exit %d: %s", flag, r.code, r.stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(repo, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var written map[string]any
+	if err := json.Unmarshal(b, &written); err != nil || fmt.Sprint(written[section]) != want {
+		t.Fatalf("init %s wrote %s %v (%v), want %s", flag, section, written[section], err, want)
+	}
+	r := run(t, nil, "init", "--repo", filepath.Join(t.TempDir(), "bad"), flag, bad)
+	if r.code != 1 || r.stderr != badWant {
+		t.Fatalf("init %s %s: exit %d, %q; want 1, %q", flag, bad, r.code, r.stderr, badWant)
 	}
 }

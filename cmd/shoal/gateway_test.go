@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -64,25 +63,8 @@ func TestGatewayKubo(t *testing.T) {
 	}
 	bin := kubo(t)
 
-	// init writes --gateway to config.json, and refuses a bad one.
-	repo := filepath.Join(t.TempDir(), "repo")
-	if r := run(t, nil, "init", "--repo", repo, "--secret", strings.Repeat("ab", 32), "--gateway", "127.0.0.1:8081"); r.code != 0 {
-		t.Fatalf("init --gateway: exit %d: %s", r.code, r.stderr)
-	}
-	var written struct {
-		Gateway map[string]any `json:"gateway"`
-	}
-	b, err := os.ReadFile(filepath.Join(repo, "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &written); err != nil || fmt.Sprint(written.Gateway) != "map[deserialized:false listen:127.0.0.1:8081]" {
-		t.Fatalf("init --gateway wrote gateway %v (%v)", written.Gateway, err)
-	}
-	r := run(t, nil, "init", "--repo", filepath.Join(t.TempDir(), "bad"), "--gateway", "127.0.0.1")
-	if want := "shoal: config: gateway listen \"127.0.0.1\": address 127.0.0.1: missing port in address\n"; r.code != 1 || r.stderr != want {
-		t.Fatalf("init --gateway 127.0.0.1: exit %d, %q; want 1, %q", r.code, r.stderr, want)
-	}
+	checkInitFlag(t, "--gateway", "127.0.0.1:8081", "gateway", "map[deserialized:false listen:127.0.0.1:8081]",
+		"127.0.0.1", "shoal: config: gateway listen \"127.0.0.1\": address 127.0.0.1: missing port in address\n")
 
 	c := newTestCluster(t, 3)
 	for i := range c.peers {
