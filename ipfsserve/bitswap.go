@@ -221,8 +221,9 @@ func (b *bitswapStore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
 	return len(blk.RawData()), nil
 }
 
+// Has is GetSize's question: a local block is not read for it.
 func (b *bitswapStore) Has(ctx context.Context, c cid.Cid) (bool, error) {
-	_, err := b.Get(ctx, c)
+	_, err := b.GetSize(ctx, c)
 	if errors.Is(err, ipld.ErrNotFound{Cid: c}) {
 		return false, nil
 	}
