@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/consensus"
+	"github.com/shoal-project/shoal/dag"
 	"github.com/shoal-project/shoal/ipfsserve"
 	"github.com/shoal-project/shoal/p2p"
 )
@@ -59,6 +61,30 @@ func (c ipfsCluster) Fetch(ctx context.Context, from peer.ID, b cid.Cid) ([]byte
 }
 
 func (c ipfsCluster) Members(ctx context.Context) []peer.ID { return backend{c.p}.members(ctx) }
+
+// Shard opens sh from the first of its sources (shardSources: this peer,
+// its holders, every other member) that has it, as cat and export do.
+func (c ipfsCluster) Shard(ctx context.Context, sh consensus.Shard) (ipfsserve.ShardStream, error) {
+	var errs []string
+	for _, src := range c.p.shardSources(ctx, sh, c.Members(ctx)) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		sc, err := src.open()
+		if err == nil {
+			return shardStream{sc}, nil
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v", src.name, err))
+	}
+	return nil, fmt.Errorf("no peer could serve shard %s: %s", sh.CID, strings.Join(errs, "; "))
+}
+
+// shardStream is a shardCopy as an ipfsserve.ShardStream.
+type shardStream struct{ sc *shardCopy }
+
+func (s shardStream) Next() (dag.Block, error) { return s.sc.next() }
+
+func (s shardStream) Close() { s.sc.close() }
 
 func (c ipfsCluster) Self() peer.ID { return c.p.host.ID() }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/ipfs/boxo/blockservice"
 	blockstore "github.com/ipfs/boxo/blockstore"
@@ -63,8 +64,25 @@ func TestWholeCARMatchesBoxo(t *testing.T) {
 	if len(dups.blocks) >= 22 {
 		t.Fatalf("the zeros' DAG has %d distinct blocks: its leaves do not repeat", len(dups.blocks))
 	}
-	ref := boxoGateway(t, f.sharded, f.plain, dups)
-	for _, root := range []string{f.sharded.root.String(), f.plain.root.String(), dups.root.String()} {
+	// Repeated leaves in a sharded file: its shard streams bring the
+	// zero leaf many times, the CAR has it once.
+	szeros := append(make([]byte, 100*leafSize), seeded("sharded dups tail", 7000)...)
+	sdups := buildRef(t, szeros, testChunker)
+	res, err = f.peers[0].api.Add(ctx, bytes.NewReader(szeros), "szeros", api.AddParams{Name: "szeros", Chunker: testChunker,
+		Shard: true, ShardSize: 1 << 20, RMin: 1, RMax: 1})
+	if err != nil || res.CID != sdups.root.String() || len(res.Shards) < 2 {
+		t.Fatalf("add sharded zeros: %v, root %s (want %s), %d shards", err, res.CID, sdups.root, len(res.Shards))
+	}
+	waitFor(t, 10*time.Second, func() error {
+		for _, p := range f.peers {
+			if _, err := p.api.Status(ctx, res.CID, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	ref := boxoGateway(t, f.sharded, f.plain, dups, sdups)
+	for _, root := range []string{f.sharded.root.String(), f.plain.root.String(), dups.root.String(), sdups.root.String()} {
 		for _, q := range []string{"?format=car", "?format=car&dag-scope=all", "?format=car&car-order=dfs&car-dups=n"} {
 			want := get(t, ref.URL+"/ipfs/"+root+q)
 			if want.status != http.StatusOK {

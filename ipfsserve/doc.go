@@ -99,6 +99,13 @@
 //     turns on Reader.ReadAhead: the readAhead (8) blocks the walk asks
 //     for next are fetched into the cache meanwhile, on goroutines that
 //     end with their fetch.
+//   - Shard streams: a whole-file CAR of a sharded pin also turns on
+//     Reader.StreamShards: its leaves come from whole-shard streams
+//     (Cluster.Shard, the read path of cat and export), the shard the
+//     walk is in and the next, each with a buffer of feedBytes (8 MiB);
+//     internal nodes are still fetched one by one, ahead (feed.go). At
+//     most maxFeeds (8) streams for all requests; a walk without one,
+//     or whose stream fails, reads block by block.
 //   - Cache: SourceConfig.CacheBytes (32 MiB) of remote blocks, least
 //     recently used out; local blocks are not cached (the page cache
 //     holds them).
@@ -116,12 +123,14 @@
 // writing a pipe that the request's goroutine copies to the client (a
 // whole-DAG CAR walks on the request's goroutine). A read-ahead fetch
 // runs on a goroutine of its own, bounded by readAhead per walk and by
-// the Source's fetch tokens; the bitswap server's workers are boxo's.
-// The Source owns no other; its Block runs on the caller's goroutine,
-// concurrently. Close stops
-// accepting, lets requests finish for 2 s, cancels the rest through their
-// base context (resetting their /shoal/read/1 streams), and waits for
-// every Block in flight.
+// the Source's fetch tokens; a shard stream's feed runs on one of its own
+// (feed.go) until its shard's last leaf, its request's end or the walk
+// leaving its shard, bounded by the Source's maxFeeds tokens; the bitswap
+// server's workers are boxo's. The Source owns no other; its Block runs
+// on the caller's goroutine, concurrently. Close stops accepting, lets
+// requests finish for 2 s, cancels the rest through their base context
+// (resetting their /shoal/read/1 streams), and waits for
+// every Block and feed in flight.
 //
 // # Bitswap
 //

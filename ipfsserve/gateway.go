@@ -252,6 +252,7 @@ func (b *backend) GetCAR(ctx context.Context, p path.ImmutablePath, params gatew
 			return gateway.ContentPathMetadata{}, nil, statusError(err)
 		}
 		r.ReadAhead()
+		r.StreamShards(ctx)
 		md := gateway.ContentPathMetadata{LastSegment: path.FromCid(r.Root())}
 		return md, newDAGCAR(ctx, r), nil
 	}

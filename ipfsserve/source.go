@@ -45,6 +45,10 @@ type Cluster interface {
 	Members(ctx context.Context) []peer.ID
 	// Self is this peer.
 	Self() peer.ID
+	// Shard reads shard sh of a sharded pin from this peer's store or
+	// from its holders, its blocks checked against their CIDs. The read
+	// ends when ctx does.
+	Shard(ctx context.Context, sh consensus.Shard) (ShardStream, error)
 }
 
 // Sentinel errors of Source and Reader; the gateway maps them to statuses.
@@ -100,6 +104,7 @@ type Source struct {
 	c       Cluster
 	cache   *cache
 	fetches chan struct{} // one token per remote fetch in flight
+	feeds   chan struct{} // one token per shard stream (feed.go)
 
 	mu     sync.Mutex
 	closed bool
@@ -111,7 +116,8 @@ func NewSource(c Cluster, cfg SourceConfig) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Source{c: c, cache: newCache(cfg.CacheBytes), fetches: make(chan struct{}, cfg.Fetches)}, nil
+	return &Source{c: c, cache: newCache(cfg.CacheBytes), fetches: make(chan struct{}, cfg.Fetches),
+		feeds: make(chan struct{}, maxFeeds)}, nil
 }
 
 // Close makes every later Block fail with ErrClosed and waits for the
@@ -192,6 +198,12 @@ type Reader struct {
 	next    []child // a stack: the blocks expected next, the next on top
 	started map[string]chan struct{}
 	ready   map[string][]byte // local blocks read ahead, not yet asked for
+
+	// Shard streams (StreamShards, feed.go): the leaves of a whole-file
+	// walk of a sharded pin, from at most two feeds at a time.
+	streaming bool
+	feedCtx   context.Context
+	feeds     []*feed // in shard order
 }
 
 // readAhead is how many blocks a whole-DAG read fetches ahead of the
@@ -314,6 +326,9 @@ func (r *Reader) advance(ctx context.Context, c cid.Cid, kids []child) {
 		if !k.has {
 			k.sp, k.has = r.spans[key]
 		}
+		if r.fedSpan(k.sp, k.has) {
+			continue // its shard's stream brings it
+		}
 		done := make(chan struct{})
 		r.started[key] = done
 		jobs = append(jobs, job{k, done})
@@ -369,6 +384,9 @@ func (r *Reader) block(ctx context.Context, c cid.Cid, sp span, hasSpan bool) ([
 		return data, nil
 	}
 	if data, ok := r.s.cache.get(c); ok {
+		return data, nil
+	}
+	if data, ok := r.fromFeed(ctx, c, sp, hasSpan); ok {
 		return data, nil
 	}
 	data, err := r.s.c.Local(c)

@@ -22,7 +22,7 @@
 // Run from the module root (Kubo is built by ../shared/tools/build-kubo
 // unless -ipfs names a binary):
 //
-//	go run ./bench/cmd/bitswapbench [-size 1GiB] [-runs 3] [-local] [-ipfs BIN] [-shoal BIN] [-keep] [-cpuprofile FILE]
+//	go run ./bench/cmd/bitswapbench [-size 1GiB] [-runs 3] [-local] [-ipfs BIN] [-shoal BIN] [-keep] [-cpuprofile FILE] [-car-only]
 //
 // -local places every shard on all three peers, so that peer0 serves the
 // whole file from its own store: the cost of the hop to the other peers
@@ -58,6 +58,7 @@ type options struct {
 	keep  bool
 	prof  string
 	local bool
+	car   bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -69,7 +70,8 @@ func run(ctx context.Context, args []string) error {
 	fl.StringVar(&o.shoal, "shoal", "", "use this shoal `BINARY` instead of building ./cmd/shoal")
 	fl.BoolVar(&o.keep, "keep", false, "keep the repositories and logs")
 	fl.BoolVar(&o.local, "local", false, "place every shard on all three peers (rmin = rmax = 3), so peer0 serves it all from its own store")
-	fl.StringVar(&o.prof, "cpuprofile", "", "write peer0's CPU profile (the peer Kubo and the gateway read from) to `FILE`")
+	fl.BoolVar(&o.car, "car-only", false, "measure the gateway CAR and the export only, without Kubo")
+	fl.StringVar(&o.prof, "cpuprofile", "", "write peer0's CPU profile (the peer Kubo and the gateway read from) to `FILE`, and the other peers' to FILE.1 and FILE.2")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -92,7 +94,7 @@ func run(ctx context.Context, args []string) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	if o.ipfs == "" {
+	if o.ipfs == "" && !o.car {
 		if o.ipfs, err = buildKubo(ctx); err != nil {
 			return err
 		}
@@ -134,10 +136,14 @@ func measure(ctx context.Context, o options, dir string) error {
 		IPFS:    map[string]any{"listen": []string{"/ip4/127.0.0.1/tcp/0"}},
 		Gateway: map[string]any{"listen": "127.0.0.1:0"},
 		Env: func(i int) []string {
-			if i == 0 && o.prof != "" {
+			switch {
+			case o.prof == "":
+				return nil
+			case i == 0:
 				return []string{"SHOAL_CPUPROFILE=" + o.prof}
+			default:
+				return []string{fmt.Sprintf("SHOAL_CPUPROFILE=%s.%d", o.prof, i)}
 			}
-			return nil
 		}})
 	if err != nil {
 		return err
@@ -173,37 +179,14 @@ func measure(ctx context.Context, o options, dir string) error {
 		return fmt.Errorf("peer0 runs no IPFS host or gateway: %+v", id)
 	}
 
-	origin, err := startKubo(ctx, o.ipfs, filepath.Join(dir, "kubo-origin"))
-	if err != nil {
-		return err
-	}
-	defer origin.stop()
-	added, err := origin.run(ctx, "add", "-Q", "--pin", data)
-	if err != nil {
-		return err
-	}
-	if strings.TrimSpace(added) != root {
-		return fmt.Errorf("Kubo added the file as %s, shoal as %s", strings.TrimSpace(added), root)
-	}
-	originAddrs, err := origin.addrs(ctx)
-	if err != nil {
-		return err
-	}
-	fromShoal, err := startKubo(ctx, o.ipfs, filepath.Join(dir, "kubo-from-shoal"))
-	if err != nil {
-		return err
-	}
-	defer fromShoal.stop()
-	fromKubo, err := startKubo(ctx, o.ipfs, filepath.Join(dir, "kubo-from-kubo"))
-	if err != nil {
-		return err
-	}
-	defer fromKubo.stop()
-	if _, err := fromShoal.run(ctx, "swarm", "connect", id.IPFS.Addresses[0]); err != nil {
-		return err
-	}
-	if _, err := fromKubo.run(ctx, "swarm", "connect", originAddrs); err != nil {
-		return err
+	var origin, fromShoal, fromKubo *kubo
+	if !o.car {
+		if origin, fromShoal, fromKubo, err = startKubos(ctx, o, dir, data, root, id.IPFS.Addresses[0]); err != nil {
+			return err
+		}
+		defer origin.stop()
+		defer fromShoal.stop()
+		defer fromKubo.stop()
 	}
 
 	mib := float64(o.size) / (1 << 20)
@@ -213,6 +196,9 @@ func measure(ctx context.Context, o options, dir string) error {
 		clients := []*kubo{fromShoal, fromKubo}
 		if r%2 == 1 {
 			clients = []*kubo{fromKubo, fromShoal}
+		}
+		if o.car {
+			clients = nil
 		}
 		got := map[*kubo]float64{}
 		for _, k := range clients {
@@ -243,13 +229,70 @@ func measure(ctx context.Context, o options, dir string) error {
 			}
 		}
 		car, export = append(car, gw), append(export, ex)
-		fmt.Printf("%-4d %11.0f MiB/s %11.0f MiB/s %11.0f MiB/s %11.0f MiB/s\n", r+1, got[fromShoal], got[fromKubo], gw, ex)
+		fmt.Printf("%-4d %16s %16s %16s %16s\n", r+1, rate(got[fromShoal]), rate(got[fromKubo]), rate(gw), rate(ex))
 	}
 	ms, mk, mc, me := bench.Median(bsShoal), bench.Median(bsKubo), bench.Median(car), bench.Median(export)
-	fmt.Printf("%-4s %11.0f MiB/s %11.0f MiB/s %11.0f MiB/s %11.0f MiB/s\n", "med", ms, mk, mc, me)
-	fmt.Printf("bitswap: shoal / Kubo = %.2fx (goal >= 1.0)\n", ms/mk)
+	fmt.Printf("%-4s %16s %16s %16s %16s\n", "med", rate(ms), rate(mk), rate(mc), rate(me))
+	if !o.car {
+		fmt.Printf("bitswap: shoal / Kubo = %.2fx (goal >= 1.0)\n", ms/mk)
+	}
 	fmt.Printf("CAR: gateway / export = %.2fx (goal >= 0.8)\n", mc/me)
 	return nil
+}
+
+// rate formats a throughput, "-" for one not measured (-car-only).
+func rate(mibs float64) string {
+	if mibs == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f MiB/s", mibs)
+}
+
+// startKubos starts the Kubo nodes of the bitswap measure: origin, which
+// adds the file at data (its root must be root), and the two clients, one
+// connected to shoal's IPFS host at shoalAddr, one to origin.
+func startKubos(ctx context.Context, o options, dir, data, root, shoalAddr string) (origin, fromShoal, fromKubo *kubo, err error) {
+	var started []*kubo
+	defer func() {
+		if err != nil {
+			for _, k := range started {
+				k.stop()
+			}
+		}
+	}()
+	start := func(name string) (*kubo, error) {
+		k, err := startKubo(ctx, o.ipfs, filepath.Join(dir, name))
+		if err == nil {
+			started = append(started, k)
+		}
+		return k, err
+	}
+	if origin, err = start("kubo-origin"); err != nil {
+		return
+	}
+	added, err := origin.run(ctx, "add", "-Q", "--pin", data)
+	if err != nil {
+		return
+	}
+	if strings.TrimSpace(added) != root {
+		err = fmt.Errorf("Kubo added the file as %s, shoal as %s", strings.TrimSpace(added), root)
+		return
+	}
+	originAddrs, err := origin.addrs(ctx)
+	if err != nil {
+		return
+	}
+	if fromShoal, err = start("kubo-from-shoal"); err != nil {
+		return
+	}
+	if fromKubo, err = start("kubo-from-kubo"); err != nil {
+		return
+	}
+	if _, err = fromShoal.run(ctx, "swarm", "connect", shoalAddr); err != nil {
+		return
+	}
+	_, err = fromKubo.run(ctx, "swarm", "connect", originAddrs)
+	return
 }
 
 // gatewayCAR streams root's whole-DAG CAR from the gateway at base.
