@@ -150,6 +150,7 @@ func (b *bitswapStore) reader(root cid.Cid) (*Reader, error) {
 	// it is: fetching the next ones from the other peers meanwhile
 	// hides the round trip each costs.
 	r.ReadAhead()
+	r.StreamShards(b.ctx)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.readers) >= maxReaders {
@@ -218,6 +219,9 @@ func (b *bitswapStore) GetSize(ctx context.Context, c cid.Cid) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	// A want-block follows: a leaf taken from a shard stream is not in
+	// the cache yet.
+	b.src.cache.put(c, blk.RawData())
 	return len(blk.RawData()), nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -38,6 +39,11 @@ import (
 // feedBytes bounds the leaves one feed holds: 32 leaves of 256 KiB.
 const feedBytes = 8 << 20
 
+// feedIdle is how long a feed keeps leaves nobody takes: a walk that
+// stopped (a bitswap client gone) frees its buffer after it, and the
+// stream's holder its read slot.
+const feedIdle = 30 * time.Second
+
 // maxFeeds bounds the feeds of a Source at once (feedBytes each): four
 // whole-file CARs at a time stream, more read block by block. Each feed
 // is a read stream on a holder, which serves 32 at once.
@@ -57,6 +63,7 @@ type ShardStream interface {
 type feed struct {
 	idx    int
 	cancel context.CancelFunc
+	idle   time.Duration // feedIdle; shorter in tests
 
 	mu      sync.Mutex
 	wake    chan struct{} // closed and replaced on every change
@@ -154,13 +161,18 @@ func (r *Reader) openFeed(idx int) *feed {
 	}
 	sh := r.pin.Shards[idx]
 	ctx, cancel := context.WithCancel(r.feedCtx)
-	f := &feed{idx: idx, cancel: cancel, wake: make(chan struct{}), leaves: map[string]fedLeaf{},
+	f := &feed{idx: idx, cancel: cancel, idle: feedIdle, wake: make(chan struct{}), leaves: map[string]fedLeaf{},
 		taken: map[string]struct{}{}, pos: sh.Offset}
 	go func() {
 		defer r.s.wg.Done()
-		defer func() { <-r.s.feeds }()
 		defer cancel()
-		defer f.finish()
+		defer func() {
+			// The stream ended: its token goes back, its leaves wait for
+			// the walk, for a while.
+			f.finish()
+			<-r.s.feeds
+			f.drain(ctx)
+		}()
 		end := sh.Offset + sh.Length
 		if sh.Length == 0 {
 			return // internal nodes only
@@ -218,6 +230,40 @@ func (f *feed) wait(ctx context.Context) bool {
 	return ctx.Err() == nil
 }
 
+// waitIdle is wait for at most f.idle; false also when no change came.
+func (f *feed) waitIdle(ctx context.Context) bool {
+	w := f.wake
+	f.mu.Unlock()
+	t := time.NewTimer(f.idle)
+	defer t.Stop()
+	ok := false
+	select {
+	case <-w:
+		ok = true
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	f.mu.Lock()
+	return ok && ctx.Err() == nil
+}
+
+// drain waits until the walk took the leaves of an ended stream, or took
+// none for f.idle, or ctx ended; then the rest go.
+func (f *feed) drain(ctx context.Context) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for len(f.leaves) > 0 && f.waitIdle(ctx) {
+	}
+	f.clear()
+}
+
+// clear drops the leaves held. f.mu is held.
+func (f *feed) clear() {
+	clear(f.leaves)
+	f.bytes = 0
+	f.changed()
+}
+
 // finish marks the stream ended.
 func (f *feed) finish() {
 	f.mu.Lock()
@@ -243,7 +289,8 @@ func (f *feed) put(ctx context.Context, key string, data []byte, n uint64) bool 
 		}
 		f.stalled = true
 		f.changed()
-		if !f.wait(ctx) {
+		if !f.waitIdle(ctx) {
+			f.clear() // the walk stopped, or went on without the feed
 			return false
 		}
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 func newTestFeed(pos uint64) *feed {
-	return &feed{wake: make(chan struct{}), leaves: map[string]fedLeaf{}, taken: map[string]struct{}{}, pos: pos}
+	return &feed{idle: feedIdle, wake: make(chan struct{}), leaves: map[string]fedLeaf{}, taken: map[string]struct{}{}, pos: pos}
 }
 
 // takeSoon is f.take with a deadline, so that a take that waits when it
@@ -154,5 +154,47 @@ func TestFeedStall(t *testing.T) {
 	cancel()
 	if <-put {
 		t.Fatal("a put whose context ended reports success")
+	}
+}
+
+// TestFeedIdle: leaves nobody takes for the idle time go: a stalled
+// stream gives up, an ended one's buffer is dropped.
+func TestFeedIdle(t *testing.T) {
+	ctx := context.Background()
+	f := newTestFeed(0)
+	f.idle = 50 * time.Millisecond
+	leaf := bytes.Repeat([]byte{'x'}, feedBytes/2)
+	n := uint64(len(leaf))
+	f.put(ctx, "A", leaf, n)
+	f.put(ctx, "B", leaf, n)
+	start := time.Now()
+	if f.put(ctx, "C", leaf, n) {
+		t.Fatal("a put into a buffer nobody empties succeeded")
+	}
+	if d := time.Since(start); d < f.idle {
+		t.Fatalf("the stalled put gave up after %v, before the idle time %v", d, f.idle)
+	}
+	if len(f.leaves) != 0 || f.bytes != 0 {
+		t.Fatalf("after giving up: %d leaves, %d bytes held", len(f.leaves), f.bytes)
+	}
+
+	f = newTestFeed(0)
+	f.idle = 50 * time.Millisecond
+	f.put(ctx, "A", leaf, n)
+	f.put(ctx, "B", leaf, n)
+	f.idle = time.Second
+	f.finish()
+	took := make(chan bool)
+	go func() {
+		time.Sleep(20 * time.Millisecond) // well within the idle time
+		_, ok := f.take(ctx, "A", span{0, n})
+		took <- ok
+	}()
+	f.drain(ctx)
+	if !<-took {
+		t.Fatal("a leaf taken within the idle time of the stream's end was gone")
+	}
+	if len(f.leaves) != 0 || f.bytes != 0 {
+		t.Fatalf("after the drain: %d leaves, %d bytes held", len(f.leaves), f.bytes)
 	}
 }
