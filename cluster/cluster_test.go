@@ -414,6 +414,44 @@ func TestShardedCapacityAndSharing(t *testing.T) {
 	}
 }
 
+// TestShardSizedToReceiverRoom: when every peer has less room than the
+// shard size asked for, each shard is cut to the room of the peer it goes
+// to (shardadd.go: the open shard's limit is the smallest free space of
+// its receivers), so the add succeeds where shards of the full size would
+// be refused by every receiver.
+func TestShardSizedToReceiverRoom(t *testing.T) {
+	const room = 6 << 20
+	peers := newTestPeersWith(t, 3, func(i int, cfg *config.Config) { cfg.Capacity = fmt.Sprint(room) })
+	ctx := context.Background()
+	data := seeded("receiver room", 10<<20)
+	res, err := backend{peers[0]}.Add(ctx, bytes.NewReader(data),
+		api.AddParams{Name: "room", Chunker: "size-65536", Shard: true, ShardSize: 16 << 20, RMin: 1, RMax: 1})
+	if err != nil {
+		t.Fatalf("add of 10 MiB onto three peers of 6 MiB, shard size 16 MiB: %v", err)
+	}
+	if len(res.Shards) < 2 {
+		t.Fatalf("%d shard(s); 10 MiB does not fit one peer of 6 MiB", len(res.Shards))
+	}
+	for _, sh := range res.Shards {
+		if sh.Size > room {
+			t.Fatalf("shard %d takes %d bytes, more than a peer's room %d", sh.Index, sh.Size, room)
+		}
+	}
+	for _, p := range peers {
+		if used := p.store.Used(); used > room {
+			t.Fatalf("%s holds %d bytes, capacity %d", p.cfg.PeerName, used, room)
+		}
+	}
+	var got bufWriter
+	waitFor(t, 5*time.Second, func() error { // peer1's state may lag the leader's
+		got.Reset()
+		return backend{peers[1]}.Cat(ctx, res.CID, 0, -1, &got)
+	})
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("peer1 reads back %d bytes that differ from the file", got.Len())
+	}
+}
+
 // TestShardedAddBadInput: refused before any data moves, state unchanged.
 func TestShardedAddBadInput(t *testing.T) {
 	peers := newTestPeers(t, 2)
