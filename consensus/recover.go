@@ -18,6 +18,8 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"go.etcd.io/bbolt"
+
+	"github.com/shoal-project/shoal/internal/durable"
 )
 
 // This file works on a peer's consensus data while Raft is not running
@@ -346,7 +348,7 @@ func writeIntent(dataDir, next, backup string) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 // readIntent returns the paths an intent names. Names must be of
@@ -424,13 +426,13 @@ func finishReset(dataDir string, crash func(step string) bool) error {
 		}
 	}
 	parent := filepath.Dir(dataDir)
-	if err := syncDir(parent); err != nil {
+	if err := durable.SyncDir(parent); err != nil {
 		return err
 	}
 	if err := os.Remove(intentPath(dataDir)); err != nil {
 		return err
 	}
-	return syncDir(parent)
+	return durable.SyncDir(parent)
 }
 
 func exists(path string) bool {
@@ -484,21 +486,6 @@ func writeFresh(dataDir string, self peer.ID, s *State) error {
 	}
 	defer snap.Release()
 	return snap.Persist(sink) // closes (and fsyncs) or cancels the sink
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // PruneBackups deletes the dataDir.backup-* directories ResetState left

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+
+	"github.com/shoal-project/shoal/internal/durable"
 )
 
 // QuarantineShard moves the committed shard of key to dir/corrupt/ and
@@ -38,7 +40,7 @@ func (s *Store) QuarantineShard(key string, reason error) (string, error) {
 	s.remove(sh, mhs)
 	s.quarantined = append(s.quarantined, Quarantine{Key: key, Path: dst, Err: reason})
 	s.mu.Unlock()
-	return dst, errors.Join(syncDir(filepath.Join(s.dir, shardsDir)), syncDir(filepath.Join(s.dir, corruptDir)))
+	return dst, errors.Join(durable.SyncDir(filepath.Join(s.dir, shardsDir)), durable.SyncDir(filepath.Join(s.dir, corruptDir)))
 }
 
 // locsIn returns the multihashes with a location in sh. The caller holds

@@ -15,6 +15,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-project/shoal/internal/durable"
 )
 
 // Sentinel errors, for callers that branch on them with errors.Is. Every
@@ -269,22 +271,7 @@ func writeFileSync(tmp, path string, data []byte) error {
 		os.Remove(f.Name())
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 // clearTmp removes what writers of an earlier run left in dir/tmp. Holding
@@ -334,10 +321,10 @@ func (s *Store) load() error {
 		s.add(sh, recs)
 	}
 	if moved {
-		if err := syncDir(d); err != nil {
+		if err := durable.SyncDir(d); err != nil {
 			return err
 		}
-		return syncDir(filepath.Join(s.dir, corruptDir))
+		return durable.SyncDir(filepath.Join(s.dir, corruptDir))
 	}
 	return nil
 }
@@ -669,7 +656,7 @@ func (s *Store) Delete(key string) error {
 	}
 	s.remove(sh, mhs)
 	s.mu.Unlock()
-	if err := syncDir(filepath.Join(s.dir, shardsDir)); err != nil {
+	if err := durable.SyncDir(filepath.Join(s.dir, shardsDir)); err != nil {
 		return fmt.Errorf("delete shard %s: %w", key, err)
 	}
 	return nil

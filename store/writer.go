@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shoal-project/shoal/dag"
+	"github.com/shoal-project/shoal/internal/durable"
 )
 
 // Writer writes one new shard. It is made by Store.Create and belongs to one
@@ -494,7 +495,7 @@ func (s *Store) publish(tmp string, info ShardInfo, recs []index.Record, dataOff
 	if err := os.Rename(tmp, dst); err != nil {
 		return ShardInfo{}, err
 	}
-	if err := syncDir(sd); err != nil {
+	if err := durable.SyncDir(sd); err != nil {
 		// Not known durable: do not leave it for the next Open to find.
 		os.Remove(dst)
 		return ShardInfo{}, err
