@@ -159,11 +159,26 @@
 //
 // # Shard benchmark
 //
-//	go run ./bench/cmd/shardbench [-size 2GiB] [-runs 3] [-big]
+//	go run ./bench/cmd/shardbench [-size 2GiB] [-runs 3] [-big] [-ipfs BINARY|none] [-range 64MiB]
 //
-// builds ./cmd/shoal, writes (or reuses) the seeded data file, and per run,
-// interleaved, measures each path as its own process, the data file read
-// back into the page cache before each add:
+// builds ./cmd/shoal, finds real Kubo (-ipfs, else $SHOAL_TEST_IPFS, else
+// ../shared/tools/build-kubo, which builds Kubo v0.43.1 once and caches
+// it; -ipfs none leaves the Kubo rows out), writes (or reuses) the seeded
+// data file, and per run, interleaved, measures each path as its own
+// process, the data file read back into the page cache before each add:
+//
+//	Kubo ipfs add           `ipfs add -Q --progress=false FILE` into a
+//	                        fresh repository (`ipfs init --empty-repo`,
+//	                        untimed; Kubo's default flatfs and leveldb
+//	                        datastores, no daemon: the command opens the
+//	                        repository itself); its root CID must be
+//	                        boxo's
+//	Kubo ipfs cat           `ipfs cat ROOT` > /dev/null right after, its
+//	                        blocks still in the page cache (Kubo writes
+//	                        through it): a Kubo user's read of their own
+//	                        repository, the reference of the cat targets
+//	Kubo ipfs cat, range    `ipfs cat --offset O --length L ROOT`, L =
+//	                        -range (64MiB) bytes centred in the file
 //
 //	boxo -> flatfs          the ingest reference, as in ingestbench (d);
 //	                        its root CID is the one every shoal add must
@@ -186,10 +201,15 @@
 //	                        --rmax 1 -Q FILE`, the CLI as a user runs it
 //	cat                     `shoal --api PEER0 cat ROOT` > /dev/null on
 //	                        the same cluster
+//	cat, range              `shoal cat --offset O --length L ROOT`, the
+//	                        range Kubo read, on the rmin=rmax=1 cluster
 //	add, rmin=rmax=2        the same on a fresh cluster of -repair-peers
 //	                        (3) with fast failure detection (health:
 //	                        heartbeat_interval 200ms, heartbeat_ttl 1s,
 //	                        repair_grace 1s), then cat
+//	add, rmin=rmax=3        the same on a fresh cluster of -peers (3,
+//	                        default settings): every peer holds every
+//	                        shard, so the cat reads only PEER0's store
 //	repair                  the peer other than the first holding the
 //	                        most shards stopped with
 //	                        SIGTERM; the time from the signal until the
@@ -222,6 +242,10 @@
 //	sharded add rmin=rmax=1   >= 1.0x boxo -> flatfs
 //	sharded add rmin=rmax=2   >= 0.6x boxo -> flatfs
 //	shoal cat                 >= 500 MB/s and >= 1.5x boxo's warm read
+//	cat, every shard local    >= 1.5x Kubo ipfs cat
+//	cat rmin=rmax=1           >= 1.0x Kubo ipfs cat (2/3 of it remote)
+//	cat rmin=rmax=2           faster than rmin=rmax=1
+//	sharded add rmin=rmax=1   >= 1.2x Kubo ipfs add
 //	repair                    copy rate >= 50% of the same cluster's cat rate
 //	peak RSS (-big)           client <= 128 MiB, each peer <= 256 MiB
 //

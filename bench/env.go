@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,31 @@ func BuildShoal(ctx context.Context, out string) error {
 		return fmt.Errorf("go build ./cmd/shoal: %w: %s", err, strings.TrimSpace(string(b)))
 	}
 	return nil
+}
+
+// Kubo returns the path of Kubo v0.43.1's ipfs binary: bin when it is
+// given, else $SHOAL_TEST_IPFS, else what ../shared/tools/build-kubo
+// (found from the module root) builds or has cached.
+func Kubo(ctx context.Context, bin string) (string, error) {
+	if bin == "" {
+		bin = os.Getenv("SHOAL_TEST_IPFS")
+	}
+	if bin != "" {
+		return bin, nil
+	}
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	tool := filepath.Join(root, "..", "shared", "tools", "build-kubo")
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, tool)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s (give -ipfs BINARY)", tool, err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 // ModuleRoot is the directory of shoal's go.mod, found from the current

@@ -28,6 +28,8 @@ type Cmd struct {
 	// of Result.Stdout (an *os.File such as /dev/null is handed to the
 	// process itself, with no copy through this one).
 	Stdout io.Writer
+	// Env is added to this process's environment (IPFS_PATH=... for Kubo).
+	Env []string
 }
 
 // FeedSize is the size of the writes into a child's stdin: cat's (GNU
@@ -69,6 +71,9 @@ func (r Result) OthersShare() float64 {
 func Run(ctx context.Context, c Cmd) (Result, error) {
 	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
 	cmd.Dir = c.Dir
+	if len(c.Env) > 0 {
+		cmd.Env = append(os.Environ(), c.Env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if c.Stdout != nil {

@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string) error {
 		defer os.RemoveAll(dir)
 	}
 	if o.ipfs == "" && !o.car {
-		if o.ipfs, err = buildKubo(ctx); err != nil {
+		if o.ipfs, err = bench.Kubo(ctx, ""); err != nil {
 			return err
 		}
 	}
@@ -106,23 +106,6 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	return measure(ctx, o, dir)
-}
-
-// buildKubo runs ../shared/tools/build-kubo, found from the module root.
-func buildKubo(ctx context.Context) (string, error) {
-	root, err := bench.ModuleRoot(ctx)
-	if err != nil {
-		return "", err
-	}
-	tool := filepath.Join(root, "..", "shared", "tools", "build-kubo")
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, tool)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("%s: %w: %s (give -ipfs BINARY)", tool, err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(string(out)), nil
 }
 
 func measure(ctx context.Context, o options, dir string) error {

@@ -1,11 +1,12 @@
 // Command shardbench measures sharded adds, reads and repair on a cluster
-// of `shoal daemon` processes on loopback, against the code `ipfs add` and
-// `ipfs cat` run (boxo's importer and UnixFS reader over go-ds-flatfs) on
-// the same file in the same invocation, and prints medians, ratios, peak
-// RSS, a CPU profile of the ingesting daemon grouped by kind of work, and
+// of `shoal daemon` processes on loopback, against real Kubo (`ipfs add`,
+// `ipfs cat` and a range `ipfs cat` of its own repository) and the code
+// those commands run (boxo's importer and UnixFS reader over go-ds-flatfs)
+// on the same file in the same invocation, and prints medians, ratios,
+// peak RSS, a CPU profile of the daemons grouped by kind of work, and
 // PASS/MISS against the targets. Run from the module root:
 //
-//	go run ./bench/cmd/shardbench [-size 2GiB] [-runs 3] [-big]
+//	go run ./bench/cmd/shardbench [-size 2GiB] [-runs 3] [-big] [-ipfs BINARY|none] [-range 64MiB]
 //
 // See "Shard benchmark" in package bench's doc for what each figure is.
 // The hidden subcommand `shardbench child KIND ...` runs one in-process
@@ -37,6 +38,8 @@ type options struct {
 	profile     bool // an extra, untimed cluster with SHOAL_CPUPROFILE
 	repairWait  time.Duration
 	keep        bool
+	ipfs        string // Kubo's binary; "none" leaves Kubo out
+	rangeSize   int64  // bytes of the range cats, from the middle of the file
 }
 
 func main() { bench.Main("shardbench", run, child) }
@@ -56,6 +59,8 @@ func run(ctx context.Context, args []string) error {
 	fl.BoolVar(&o.profile, "profile", true, "profile the daemons (SHOAL_CPUPROFILE) during one extra, untimed add and cat")
 	fl.DurationVar(&o.repairWait, "repair-timeout", 2*time.Minute, "give up waiting for a repair after this long")
 	fl.BoolVar(&o.keep, "keep", false, "keep the clusters' repositories, logs and profiles")
+	fl.StringVar(&o.ipfs, "ipfs", "", "Kubo's ipfs `BINARY` for the Kubo rows (default: $SHOAL_TEST_IPFS, else what ../shared/tools/build-kubo builds; \"none\": no Kubo rows)")
+	rangeSize := fl.String("range", "64MiB", "size of the range cats, from the middle of the file")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -69,6 +74,10 @@ func run(ctx context.Context, args []string) error {
 	if o.bigSize, err = bench.ParseSize(*bigSize); err != nil {
 		return err
 	}
+	if o.rangeSize, err = bench.ParseSize(*rangeSize); err != nil {
+		return err
+	}
+	o.rangeSize = min(o.rangeSize, o.size)
 	if o.runs < 0 || o.peers < 2 || o.repairPeers < 3 {
 		return errors.New("-runs must be at least 0, -peers at least 2, -repair-peers at least 3")
 	}
@@ -77,6 +86,11 @@ func run(ctx context.Context, args []string) error {
 	}
 	if o.dir, err = filepath.Abs(o.dir); err != nil {
 		return err
+	}
+	if o.ipfs != "none" && o.runs > 0 {
+		if o.ipfs, err = bench.Kubo(ctx, o.ipfs); err != nil {
+			return err
+		}
 	}
 	return newRunner(o, args).run(ctx)
 }

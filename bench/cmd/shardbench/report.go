@@ -33,13 +33,13 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 
 	var repairRatios []float64
 	if r.o.runs > 0 {
-		bench.WriteTable(w, "(1) ingest: the data file", []*bench.Path{&r.refAdd, &r.add1, &r.add2})
+		bench.WriteTable(w, "(1) ingest: the data file", r.present(&r.refAdd, &r.kuboAdd, &r.add1, &r.add2, &r.add3))
 		fmt.Fprintf(w, "  peak RSS (VmHWM) of the largest peer after the add, MiB: rmin=rmax=1 %s; rmin=rmax=2 %s\n\n", fmtList(r.peerRSS1), fmtList(r.peerRSS2))
-		bench.WriteTable(w, "(2) read: the whole file", []*bench.Path{&r.refCat, &r.refCatCold, &r.refDisk, &r.cat1, &r.cat2})
+		bench.WriteTable(w, "(2) read: the whole file", r.present(&r.refCat, &r.refCatCold, &r.refDisk, &r.kuboCat, &r.cat1, &r.cat2, &r.cat3))
 		fmt.Fprintf(w, "  (\"cold\": the flatfs files dropped from the page cache first, posix_fadvise DONTNEED; shoal's store writes and\n")
 		fmt.Fprintf(w, "  reads with O_DIRECT, so shoal cat reads its shards from the device, whose rate \"disk\" measures on the data file)\n")
-		fmt.Fprintf(w, "  CPU time of a cat, the CLI's and the daemons' together, per run: rmin=rmax=1 %s; rmin=rmax=2 %s\n",
-			fmtCPU(r.catCPU1), fmtCPU(r.catCPU2))
+		fmt.Fprintf(w, "  CPU time of a cat, the CLI's and the daemons' together, per run: rmin=rmax=1 %s; rmin=rmax=2 %s; rmin=rmax=3 %s\n",
+			fmtCPU(r.catCPU1), fmtCPU(r.catCPU2), fmtCPU(r.catCPU3))
 		if ref := r.refCat.Rate(); ref > 0 {
 			fmt.Fprintf(w, "  (at 1.5x boxo's warm read, %.0f MB/s, a cat of this file would have %.2f s of the machine's %d cores: %.2f CPU-seconds)\n",
 				1.5*ref, float64(r.o.size)/bench.MB/(1.5*ref), runtime.NumCPU(), float64(runtime.NumCPU())*float64(r.o.size)/bench.MB/(1.5*ref))
@@ -48,6 +48,10 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 		for _, pl := range r.placements {
 			fmt.Fprintf(w, "    %s\n", pl)
 		}
+		fmt.Fprintln(w)
+		off, n := r.rangeArgs()
+		bench.WriteTable(w, fmt.Sprintf("(2b) read: %s from byte %s (--offset %s --length %s)", bench.FormatSize(r.o.rangeSize), off, off, n),
+			r.present(&r.kuboRange, &r.range1))
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "(4) repair: the peer (not the first) holding most shards of the rmin=rmax=2 cluster stopped with SIGTERM; time until the first peer's status shows every\n")
 		fmt.Fprintf(w, "    shard pinned on 2 other peers (detection, 1 s ttl + 1 s grace, included), and of that the copies: from the first new holder in the status\n")
@@ -91,7 +95,24 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 			ratio(&r.cat1, &r.refCat), ratio(&r.cat1, &r.refCatCold), ratio(&r.cat1, &r.refDisk))
 		fmt.Fprintf(w, "  cat rmin=rmax=2: %s boxo UnixFS reader, %s the same cold, %s the disk's read rate\n",
 			ratio(&r.cat2, &r.refCat), ratio(&r.cat2, &r.refCatCold), ratio(&r.cat2, &r.refDisk))
-		fmt.Fprintf(w, "  repair / cat of the same cluster, per run: %s\n\n", fmtPct(repairRatios))
+		fmt.Fprintf(w, "  repair / cat of the same cluster, per run: %s\n", fmtPct(repairRatios))
+		if len(r.kuboAdd.Runs) > 0 {
+			fmt.Fprintf(w, "  against real Kubo (medians; per run in brackets, each run against Kubo's run next to it):\n")
+			for _, c := range []struct {
+				name string
+				a, b *bench.Path
+			}{
+				{"add rmin=rmax=1 / ipfs add", &r.add1, &r.kuboAdd},
+				{"add rmin=rmax=2 / ipfs add", &r.add2, &r.kuboAdd},
+				{"cat, every shard local / ipfs cat", &r.cat3, &r.kuboCat},
+				{"cat rmin=rmax=1 (2/3 remote) / ipfs cat", &r.cat1, &r.kuboCat},
+				{"cat rmin=rmax=2 / ipfs cat", &r.cat2, &r.kuboCat},
+				{"cat of a range / ipfs cat of it", &r.range1, &r.kuboRange},
+			} {
+				fmt.Fprintf(w, "    %-40s %s [%s]\n", c.name, ratio(c.a, c.b), fmtRatios(perRun(c.a, c.b)))
+			}
+		}
+		fmt.Fprintln(w)
 
 	}
 	if len(r.profiles) > 0 || r.profileErr != nil {
@@ -153,6 +174,41 @@ func pct(a, b time.Duration) float64 {
 		return 0
 	}
 	return 100 * a.Seconds() / b.Seconds()
+}
+
+// present leaves out the paths that were not measured (Kubo's with -ipfs
+// none, r=3 with fewer than 3 peers).
+func (r *runner) present(ps ...*bench.Path) []*bench.Path {
+	var out []*bench.Path
+	for _, p := range ps {
+		if len(p.Runs) > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// perRun is a's rate over b's, run by run.
+func perRun(a, b *bench.Path) []float64 {
+	ra, rb := a.Rates(), b.Rates()
+	var out []float64
+	for i := range min(len(ra), len(rb)) {
+		if rb[i] > 0 {
+			out = append(out, ra[i]/rb[i])
+		}
+	}
+	return out
+}
+
+func fmtRatios(xs []float64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	var s []string
+	for _, x := range xs {
+		s = append(s, fmt.Sprintf("%.2fx", x))
+	}
+	return strings.Join(s, " ")
 }
 
 func ratio(a, b *bench.Path) string {
@@ -217,6 +273,13 @@ func (r *runner) runChecks(repairRatios []float64) []bench.Check {
 				Detail: fmt.Sprintf("median of %d runs", len(c.Runs))},
 			rateCheck(c.Name+" vs boxo UnixFS reader", c, &r.refCat, 1.5))
 	}
+	if len(r.kuboAdd.Runs) > 0 {
+		checks = append(checks,
+			rateCheck("cat, every shard local, vs Kubo ipfs cat of its own repo", &r.cat3, &r.kuboCat, 1.5),
+			rateCheck("cat rmin=rmax=1 (2/3 of the shards remote) vs Kubo ipfs cat", &r.cat1, &r.kuboCat, 1.0),
+			rateCheck("sharded add rmin=rmax=1 vs Kubo ipfs add", &r.add1, &r.kuboAdd, 1.2))
+	}
+	checks = append(checks, rateCheck("cat rmin=rmax=2 vs cat rmin=rmax=1 (a second holder helps)", &r.cat2, &r.cat1, 1.0))
 	checks = append(checks, bench.Check{Name: "repair copy rate vs shoal cat of the same data", Got: 100 * bench.Median(repairRatios), Want: 50,
 		Unit: "%", Missing: len(repairRatios) == 0, Detail: fmt.Sprintf("median of %d runs' ratios", len(repairRatios))})
 	return checks

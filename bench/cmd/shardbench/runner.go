@@ -30,12 +30,18 @@ type runner struct {
 	refAdd, refCat bench.Path // boxo -> flatfs, boxo UnixFS reader over flatfs
 	refCatCold     bench.Path // the same read with the flatfs files dropped from the page cache
 	refDisk        bench.Path // the data file read with O_DIRECT: the disk's sequential read rate
-	add1, cat1     bench.Path // rmin=rmax=1 cluster
+	kuboAdd        bench.Path // real Kubo: `ipfs add` into a fresh repository
+	kuboCat        bench.Path // `ipfs cat` of it, right after the add (its blocks in the page cache)
+	kuboRange      bench.Path // `ipfs cat --offset --length` of -range bytes from the middle
+	add1, cat1     bench.Path // rmin=rmax=1 cluster: 2/3 of a cat's shards on other peers
+	range1         bench.Path // `shoal cat --offset --length` in that cluster, Kubo's range
 	add2, cat2     bench.Path // rmin=rmax=2 cluster
+	add3, cat3     bench.Path // rmin=rmax=3 (every peer): a cat with every shard local
 	peerRSS1       []float64  // largest VmHWM of a peer per rmin=rmax=1 run, MiB
 	peerRSS2       []float64
 	catCPU1        []catCPU // the CPU time of each rmin=rmax=1 cat
 	catCPU2        []catCPU
+	catCPU3        []catCPU
 	repairs        []repairRun
 	big            *bigRun
 	profiles       []profileSummary
@@ -82,9 +88,15 @@ func newRunner(o options, args []string) *runner {
 		{&r.cat1, "shoal cat, rmin=rmax=1 cluster"},
 		{&r.add2, "shoal add --shard, rmin=rmax=2"},
 		{&r.cat2, "shoal cat, rmin=rmax=2 cluster"},
+		{&r.add3, "shoal add --shard, rmin=rmax=3"},
+		{&r.cat3, "shoal cat, every shard local (r=3)"},
+		{&r.kuboAdd, "Kubo ipfs add"},
+		{&r.kuboCat, "Kubo ipfs cat"},
 	} {
 		p.p.Name, p.p.Bytes = p.name, o.size
 	}
+	r.kuboRange.Name, r.kuboRange.Bytes = "Kubo ipfs cat, range", o.rangeSize
+	r.range1.Name, r.range1.Bytes = "shoal cat, range, rmin=rmax=1", o.rangeSize
 	return r
 }
 
@@ -136,6 +148,11 @@ func (r *runner) run(ctx context.Context) error {
 		if err := r.reference(ctx, run, devnull); err != nil {
 			return err
 		}
+		if r.o.ipfs != "none" {
+			if err := r.kubo(ctx, run, devnull); err != nil {
+				return err
+			}
+		}
 		if err := r.clusterRun(ctx, run, 1, devnull); err != nil {
 			r.clusterErr = append(r.clusterErr, fmt.Sprintf("run %d rmin=rmax=1: %v", run+1, err))
 			r.logf("  %v", err)
@@ -143,6 +160,12 @@ func (r *runner) run(ctx context.Context) error {
 		if err := r.clusterRun(ctx, run, 2, devnull); err != nil {
 			r.clusterErr = append(r.clusterErr, fmt.Sprintf("run %d rmin=rmax=2: %v", run+1, err))
 			r.logf("  %v", err)
+		}
+		if r.o.peers >= 3 {
+			if err := r.clusterRun(ctx, run, 3, devnull); err != nil {
+				r.clusterErr = append(r.clusterErr, fmt.Sprintf("run %d rmin=rmax=3: %v", run+1, err))
+				r.logf("  %v", err)
+			}
 		}
 	}
 	if r.o.profile && ctx.Err() == nil {
@@ -215,6 +238,51 @@ func (r *runner) reference(ctx context.Context, run int, devnull *os.File) error
 	return nil
 }
 
+// kubo adds the data file to a fresh repository of real Kubo (its
+// default configuration, no daemon: the commands open the repository
+// themselves), then reads it back whole and a range of it, as a Kubo user
+// would on one machine.
+func (r *runner) kubo(ctx context.Context, run int, devnull *os.File) error {
+	repo := filepath.Join(r.scratch, fmt.Sprintf("kubo-%d", run))
+	env := []string{"IPFS_PATH=" + repo}
+	if _, err := bench.Run(ctx, bench.Cmd{Path: r.o.ipfs, Args: []string{"init", "--empty-repo"}, Env: env}); err != nil {
+		return fmt.Errorf("ipfs init: %w", err)
+	}
+	if err := r.prepare(); err != nil {
+		return err
+	}
+	res, err := bench.Run(ctx, bench.Cmd{Path: r.o.ipfs, Args: []string{"add", "-Q", "--progress=false", r.data}, Env: env})
+	if err != nil {
+		return err
+	}
+	r.kuboAdd.Runs = append(r.kuboAdd.Runs, res)
+	if root := strings.TrimSpace(string(res.Stdout)); root != r.root {
+		r.bad = append(r.bad, fmt.Sprintf("Kubo run %d printed %s, not boxo's %s", run+1, root, r.root))
+	}
+	r.logf("  %-34s %6.0f MB/s", r.kuboAdd.Name, rate(res, r.o.size))
+	syscall.Sync()
+	res, err = bench.Run(ctx, bench.Cmd{Path: r.o.ipfs, Args: []string{"cat", r.root}, Env: env, Stdout: devnull})
+	if err != nil {
+		return err
+	}
+	r.kuboCat.Runs = append(r.kuboCat.Runs, res)
+	r.logf("  %-34s %6.0f MB/s", r.kuboCat.Name, rate(res, r.o.size))
+	off, n := r.rangeArgs()
+	res, err = bench.Run(ctx, bench.Cmd{Path: r.o.ipfs, Args: []string{"cat", "--offset", off, "--length", n, r.root}, Env: env, Stdout: devnull})
+	if err != nil {
+		return err
+	}
+	r.kuboRange.Runs = append(r.kuboRange.Runs, res)
+	r.logf("  %-34s %6.0f MB/s", r.kuboRange.Name, rate(res, r.o.rangeSize))
+	return nil
+}
+
+// rangeArgs are the --offset and --length of the range cats: -range bytes
+// centred in the file.
+func (r *runner) rangeArgs() (offset, length string) {
+	return fmt.Sprint((r.o.size - r.o.rangeSize) / 2), fmt.Sprint(r.o.rangeSize)
+}
+
 func rate(res bench.Result, size int64) float64 { return float64(size) / bench.MB / res.Wall.Seconds() }
 
 // fastHealth makes a stopped peer count as down, and its shards repaired,
@@ -261,9 +329,12 @@ func (r *runner) addArgs(d *bench.Daemon, repl int, path string) []string {
 func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File) error {
 	addP, catP := &r.add1, &r.cat1
 	peers, health := r.o.peers, map[string]any(nil)
-	if repl == 2 {
+	switch repl {
+	case 2:
 		addP, catP = &r.add2, &r.cat2
 		peers, health = r.o.repairPeers, fastHealth
+	case 3:
+		addP, catP = &r.add3, &r.cat3
 	}
 	c, dir, err := r.startCluster(ctx, fmt.Sprintf("r%d-%d", repl, run), peers, health)
 	keepLogs := false
@@ -300,9 +371,10 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 			hwm = max(hwm, float64(u.MaxRSS)/bench.MiB)
 		}
 	}
-	if repl == 1 {
+	switch repl {
+	case 1:
 		r.peerRSS1 = append(r.peerRSS1, hwm)
-	} else {
+	case 2:
 		r.peerRSS2 = append(r.peerRSS2, hwm)
 	}
 	syscall.Sync()
@@ -310,13 +382,25 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 	if err != nil {
 		return err
 	}
-	if repl == 1 {
+	switch repl {
+	case 1:
 		r.catCPU1 = append(r.catCPU1, catCPU{cli: res.CPU, daemons: daemons})
-	} else {
+	case 2:
 		r.catCPU2 = append(r.catCPU2, catCPU{cli: res.CPU, daemons: daemons})
+	case 3:
+		r.catCPU3 = append(r.catCPU3, catCPU{cli: res.CPU, daemons: daemons})
 	}
 	catP.Runs = append(catP.Runs, res)
 	r.logf("  %-34s %6.0f MB/s (others %.0f%%)", catP.Name, rate(res, r.o.size), 100*res.OthersShare())
+	if repl == 1 {
+		off, n := r.rangeArgs()
+		res, _, err := r.runWith(ctx, c, bench.Cmd{Path: r.shoal, Args: []string{"--api", d.API, "cat", "--offset", off, "--length", n, root}, Stdout: devnull})
+		if err != nil {
+			return err
+		}
+		r.range1.Runs = append(r.range1.Runs, res)
+		r.logf("  %-34s %6.0f MB/s", r.range1.Name, rate(res, r.o.rangeSize))
+	}
 	if repl == 2 {
 		rr := r.repair(ctx, c, root, repl)
 		r.repairs = append(r.repairs, rr)
