@@ -6,13 +6,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/shoal-project/shoal/p2p"
 )
 
 // CommitProtocol carries requests that only the leader can serve (commit
@@ -133,12 +134,12 @@ func (c *Consensus) call(ctx context.Context, id peer.ID, kind reqKind, body []b
 		_ = s.SetDeadline(dl)
 	}
 	req := append([]byte{rpcVersion, byte(kind)}, body...)
-	if err := writeFrame(s, req); err != nil {
+	if err := p2p.WriteFrame(s, req); err != nil {
 		_ = s.Reset()
 		return nil, fmt.Errorf("%w: send request: %w", errUnreachable, err)
 	}
 	_ = s.CloseWrite()
-	resp, err := readFrame(bufio.NewReader(s), maxResponse)
+	resp, err := p2p.ReadFrame(bufio.NewReader(s), maxResponse)
 	if err != nil {
 		_ = s.Reset()
 		if ctx.Err() != nil {
@@ -172,7 +173,7 @@ func (c *Consensus) serveRPC(s network.Stream) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.WaitForLeaderTimeout)
 	defer cancel()
 	_ = s.SetReadDeadline(time.Now().Add(c.cfg.WaitForLeaderTimeout))
-	req, err := readFrame(bufio.NewReader(s), maxRequest)
+	req, err := p2p.ReadFrame(bufio.NewReader(s), maxRequest)
 	if err != nil || len(req) < 2 {
 		_ = s.Reset()
 		return
@@ -195,7 +196,7 @@ func (c *Consensus) serveRPC(s network.Stream) {
 	resp = appendField(resp, []byte(msg))
 	resp = append(resp, body...)
 	_ = s.SetWriteDeadline(time.Now().Add(c.cfg.WaitForLeaderTimeout))
-	if err := writeFrame(s, resp); err != nil {
+	if err := p2p.WriteFrame(s, resp); err != nil {
 		_ = s.Reset()
 		return
 	}
@@ -297,25 +298,4 @@ func (d *decoder) addrs() []ma.Multiaddr {
 		out = append(out, a)
 	}
 	return out
-}
-
-func writeFrame(w io.Writer, payload []byte) error {
-	buf := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(payload)), uint64(len(payload)))
-	_, err := w.Write(append(buf, payload...))
-	return err
-}
-
-func readFrame(r *bufio.Reader, limit int) ([]byte, error) {
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
-		return nil, err
-	}
-	if n > uint64(limit) {
-		return nil, fmt.Errorf("frame of %d bytes exceeds %d", n, limit)
-	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, err
-	}
-	return buf, nil
 }

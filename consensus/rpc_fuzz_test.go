@@ -58,7 +58,7 @@ func (allMembers) IsMember(peer.ID) bool { return true }
 
 func frameBytes(payload []byte) []byte {
 	var b bytes.Buffer
-	_ = writeFrame(&b, payload)
+	_ = p2p.WriteFrame(&b, payload)
 	return b.Bytes()
 }
 
@@ -116,7 +116,7 @@ func FuzzServeRPC(f *testing.F) {
 		s := &memStream{r: bytes.NewReader(in), from: from}
 		c.serveRPC(s)
 
-		req, rerr := readFrame(bufio.NewReader(bytes.NewReader(in)), maxRequest)
+		req, rerr := p2p.ReadFrame(bufio.NewReader(bytes.NewReader(in)), maxRequest)
 		if rerr != nil || len(req) < 2 {
 			if !s.reset || s.w.Len() != 0 {
 				t.Fatalf("unreadable request %x: reset %v, answered %x", in, s.reset, s.w.Bytes())
@@ -126,7 +126,7 @@ func FuzzServeRPC(f *testing.F) {
 		if s.reset || !s.closed {
 			t.Fatalf("request %x: reset %v, closed %v", req, s.reset, s.closed)
 		}
-		resp, err := readFrame(bufio.NewReader(&s.w), maxResponse)
+		resp, err := p2p.ReadFrame(bufio.NewReader(&s.w), maxResponse)
 		if err != nil || s.w.Len() != 0 {
 			t.Fatalf("request %x: response is not one frame: %v", req, err)
 		}
@@ -199,7 +199,7 @@ func FuzzCall(f *testing.F) {
 	leader.Handle(CommitProtocol, func(s network.Stream) {
 		defer s.Close()
 		_ = s.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := readFrame(bufio.NewReader(s), maxRequest); err != nil {
+		if _, err := p2p.ReadFrame(bufio.NewReader(s), maxRequest); err != nil {
 			_ = s.Reset()
 			return
 		}
@@ -221,7 +221,7 @@ func FuzzCall(f *testing.F) {
 			t.Fatalf("call hung on %x", in)
 		}
 
-		resp, ferr := readFrame(bufio.NewReader(bytes.NewReader(in)), maxResponse)
+		resp, ferr := p2p.ReadFrame(bufio.NewReader(bytes.NewReader(in)), maxResponse)
 		d := decoder{b: resp}
 		code := d.byte()
 		msg := string(d.field(maxMessage))

@@ -374,15 +374,15 @@ func TestReplayedHandshakeIsRefused(t *testing.T) {
 		imp.h.SetStreamHandler(JoinProtocol, func(s network.Stream) {
 			defer s.Close()
 			r := bufio.NewReader(s)
-			if _, err := readFrame(r, maxFrame); err != nil {
+			if _, err := ReadFrame(r, maxFrame); err != nil {
 				return
 			}
-			_ = writeFrame(s, chall1)
-			if _, err := readFrame(r, maxFrame); err != nil {
+			_ = WriteFrame(s, chall1)
+			if _, err := ReadFrame(r, maxFrame); err != nil {
 				return
 			}
-			_ = writeFrame(s, appendMembers(appendStatus(nil, statusOK, ""), nil))
-			_ = writeFrame(s, appendStatus(nil, statusOK, ""))
+			_ = WriteFrame(s, appendMembers(appendStatus(nil, statusOK, ""), nil))
+			_ = WriteFrame(s, appendStatus(nil, statusOK, ""))
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -408,14 +408,14 @@ func rawSession(t *testing.T, from *Host, to peer.ID, fn func(network.Stream, *b
 
 func mustWrite(t *testing.T, w io.Writer, b []byte) {
 	t.Helper()
-	if err := writeFrame(w, b); err != nil {
+	if err := WriteFrame(w, b); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func mustRead(t *testing.T, r *bufio.Reader) []byte {
 	t.Helper()
-	b, err := readFrame(r, maxFrame)
+	b, err := ReadFrame(r, maxFrame)
 	if err != nil {
 		t.Fatal(err)
 	}

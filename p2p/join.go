@@ -112,11 +112,11 @@ func (h *Host) joinAsInitiator(s network.Stream, remote peer.ID) error {
 	hello = append(hello, nonceI...)
 	hello = appendAddrs(hello, h.h.Addrs())
 	deadline(h.cfg.HandshakeTimeout)
-	if err := writeFrame(s, hello); err != nil {
+	if err := WriteFrame(s, hello); err != nil {
 		return fail("send hello", err)
 	}
 
-	chall, err := readFrame(r, 1+binary.MaxVarintLen64+maxReason)
+	chall, err := ReadFrame(r, 1+binary.MaxVarintLen64+maxReason)
 	if err != nil {
 		return fail("read challenge", err)
 	}
@@ -131,11 +131,11 @@ func (h *Host) joinAsInitiator(s network.Stream, remote peer.ID) error {
 	nonceR, macR := chall[:nonceSize], chall[nonceSize:]
 	responderProved := hmac.Equal(macR, joinMAC(h.cfg.Secret, "responder", h.ID(), remote, nonceI, nonceR))
 
-	if err := writeFrame(s, joinMAC(h.cfg.Secret, "initiator", h.ID(), remote, nonceI, nonceR)); err != nil {
+	if err := WriteFrame(s, joinMAC(h.cfg.Secret, "initiator", h.ID(), remote, nonceI, nonceR)); err != nil {
 		return fail("send proof", err)
 	}
 
-	verdict, err := readFrame(r, maxFrame)
+	verdict, err := ReadFrame(r, maxFrame)
 	if err != nil {
 		return fail("read verdict", err)
 	}
@@ -171,7 +171,7 @@ func (h *Host) joinAsInitiator(s network.Stream, remote peer.ID) error {
 	h.AddAddrs(remote, h.h.Peerstore().Addrs(remote))
 
 	deadline(h.cfg.HandshakeTimeout + h.cfg.JoinHookTimeout)
-	result, err := readFrame(r, maxFrame)
+	result, err := ReadFrame(r, maxFrame)
 	if err != nil {
 		return fail("read join result", err)
 	}
@@ -211,38 +211,38 @@ func (h *Host) serveJoin(s network.Stream) {
 // respondJoin runs the responder's messages. It returns false if the
 // stream broke and must be reset, true once its last frame is written.
 func (h *Host) respondJoin(s network.Stream, r *bufio.Reader, remote peer.ID) bool {
-	hello, err := readFrame(r, 64<<10)
+	hello, err := ReadFrame(r, 64<<10)
 	if err != nil {
 		return false
 	}
 	if len(hello) < 1+nonceSize || hello[0] != joinVersion {
-		return writeFrame(s, appendStatus(nil, statusBadHello, fmt.Sprintf("unsupported join handshake version or malformed hello (this peer speaks version %d)", joinVersion))) == nil
+		return WriteFrame(s, appendStatus(nil, statusBadHello, fmt.Sprintf("unsupported join handshake version or malformed hello (this peer speaks version %d)", joinVersion))) == nil
 	}
 	nonceI := hello[1 : 1+nonceSize]
 	addrs, rest, err := parseAddrs(hello[1+nonceSize:], maxHelloAddrs)
 	if err != nil || len(rest) != 0 {
-		return writeFrame(s, appendStatus(nil, statusBadHello, "malformed hello")) == nil
+		return WriteFrame(s, appendStatus(nil, statusBadHello, "malformed hello")) == nil
 	}
 
 	nonceR := make([]byte, nonceSize)
 	_, _ = rand.Read(nonceR)
 	chall := append(append([]byte(nil), nonceR...), joinMAC(h.cfg.Secret, "responder", remote, h.ID(), nonceI, nonceR)...)
-	if err := writeFrame(s, chall); err != nil {
+	if err := WriteFrame(s, chall); err != nil {
 		return false
 	}
-	proof, err := readFrame(r, macSize)
+	proof, err := ReadFrame(r, macSize)
 	if err != nil {
 		return false
 	}
 	if !hmac.Equal(proof, joinMAC(h.cfg.Secret, "initiator", remote, h.ID(), nonceI, nonceR)) {
-		return writeFrame(s, appendStatus(nil, statusMismatch, ErrSecretMismatch.Error())) == nil
+		return WriteFrame(s, appendStatus(nil, statusMismatch, ErrSecretMismatch.Error())) == nil
 	}
 
 	h.admit.admit(remote, time.Now(), h.cfg.AdmissionTTL)
 	h.AddAddrs(remote, addrs)
 	verdict := appendStatus(nil, statusOK, "")
 	verdict = appendMembers(verdict, h.connectedMembers(remote))
-	if err := writeFrame(s, verdict); err != nil {
+	if err := WriteFrame(s, verdict); err != nil {
 		return false
 	}
 
@@ -251,7 +251,7 @@ func (h *Host) respondJoin(s network.Stream, r *bufio.Reader, remote peer.ID) bo
 		status, reason = statusRefused, err.Error()
 	}
 	_ = s.SetDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
-	return writeFrame(s, appendStatus(nil, byte(status), reason)) == nil
+	return WriteFrame(s, appendStatus(nil, byte(status), reason)) == nil
 }
 
 // runJoinHook calls the OnJoin hook with a context bounded by
@@ -310,28 +310,7 @@ func (e *RefusalError) Error() string {
 
 func (e *RefusalError) Unwrap() error { return e.kind }
 
-// Frames and fields.
-
-func writeFrame(w io.Writer, payload []byte) error {
-	buf := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(payload)), uint64(len(payload)))
-	_, err := w.Write(append(buf, payload...))
-	return err
-}
-
-func readFrame(r *bufio.Reader, limit int) ([]byte, error) {
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
-		return nil, err
-	}
-	if n > uint64(limit) {
-		return nil, fmt.Errorf("frame of %d bytes exceeds %d", n, limit)
-	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, err
-	}
-	return buf, nil
-}
+// Fields (frames are in frame.go).
 
 func appendBytes(b, field []byte) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(field))), field...)

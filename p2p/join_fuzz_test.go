@@ -43,7 +43,7 @@ func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 // frameOf is payload as one handshake frame.
 func frameOf(payload []byte) []byte {
 	var b bytes.Buffer
-	_ = writeFrame(&b, payload)
+	_ = WriteFrame(&b, payload)
 	return b.Bytes()
 }
 
@@ -122,14 +122,14 @@ func FuzzJoinFields(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bufio.NewReader(bytes.NewReader(in))
 		for {
-			fr, err := readFrame(r, maxFrame)
+			fr, err := ReadFrame(r, maxFrame)
 			if err != nil {
 				if err.Error() == "" {
-					t.Fatal("readFrame: an error without a message")
+					t.Fatal("ReadFrame: an error without a message")
 				}
 				break
 			}
-			again, err := readFrame(bufio.NewReader(bytes.NewReader(frameOf(fr))), maxFrame)
+			again, err := ReadFrame(bufio.NewReader(bytes.NewReader(frameOf(fr))), maxFrame)
 			if err != nil || !bytes.Equal(again, fr) {
 				t.Fatalf("frame %x re-encoded reads as %x, %v", fr, again, err)
 			}
@@ -218,8 +218,8 @@ func FuzzRespondJoin(f *testing.F) {
 			// reaching here earlier gets nothing.
 			if pending == nil {
 				pending = bytes.NewReader(nil)
-				hb, err := readFrame(bufio.NewReader(bytes.NewReader(hello)), 64<<10)
-				chall, cerr := readFrame(bufio.NewReader(bytes.NewReader(s.w.Bytes())), maxFrame)
+				hb, err := ReadFrame(bufio.NewReader(bytes.NewReader(hello)), 64<<10)
+				chall, cerr := ReadFrame(bufio.NewReader(bytes.NewReader(s.w.Bytes())), maxFrame)
 				if prove && err == nil && cerr == nil && len(hb) >= 1+nonceSize && len(chall) == nonceSize+macSize {
 					proved = true
 					pending = bytes.NewReader(frameOf(joinMAC(secret, "initiator", remote, h.ID(), hb[1:1+nonceSize], chall[:nonceSize])))
@@ -238,7 +238,7 @@ func FuzzRespondJoin(f *testing.F) {
 			t.Fatal("the join hook ran for a peer that was not admitted")
 		}
 		out := bufio.NewReader(bytes.NewReader(s.w.Bytes()))
-		first, err := readFrame(out, maxFrame)
+		first, err := ReadFrame(out, maxFrame)
 		if err != nil {
 			if ok || admitted {
 				t.Fatalf("respondJoin = %v, admitted %v, but it wrote nothing", ok, admitted)
@@ -252,7 +252,7 @@ func FuzzRespondJoin(f *testing.F) {
 			}
 			return
 		}
-		verdict, err := readFrame(out, maxFrame)
+		verdict, err := ReadFrame(out, maxFrame)
 		if err != nil {
 			if admitted {
 				t.Fatal("admitted without a verdict")
@@ -274,7 +274,7 @@ func FuzzRespondJoin(f *testing.F) {
 		if _, err := parseMembers(more); err != nil {
 			t.Fatalf("verdict's member list: %v", err)
 		}
-		result, err := readFrame(out, maxFrame)
+		result, err := ReadFrame(out, maxFrame)
 		if err != nil {
 			t.Fatalf("no join result after an OK verdict: %v", err)
 		}
@@ -319,7 +319,7 @@ func FuzzJoinAsInitiator(f *testing.F) {
 		chall := readerFunc(func(p []byte) (int, error) {
 			if pending == nil {
 				pending = bytes.NewReader(nil)
-				hello, err := readFrame(bufio.NewReader(bytes.NewReader(s.w.Bytes())), maxFrame)
+				hello, err := ReadFrame(bufio.NewReader(bytes.NewReader(s.w.Bytes())), maxFrame)
 				if err != nil || len(hello) < 1+nonceSize {
 					t.Fatalf("the initiator's hello %x: %v", s.w.Bytes(), err)
 				}
@@ -349,7 +349,7 @@ func FuzzJoinAsInitiator(f *testing.F) {
 		if !admitted[remote] {
 			t.Fatal("Join succeeded without admitting the responder")
 		}
-		v, verr := readFrame(bufio.NewReader(bytes.NewReader(in)), maxFrame)
+		v, verr := ReadFrame(bufio.NewReader(bytes.NewReader(in)), maxFrame)
 		_, _, rest, perr := parseStatus(v)
 		ms, merr := parseMembers(rest)
 		if err := errors.Join(verr, perr, merr); err != nil {
