@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -8,11 +9,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/api/client"
 )
 
 func newRecoverCmd(g *apiFlags) *cobra.Command {
-	var asJSON, local bool
-	cmd := &cobra.Command{
+	return askPeers[[]api.TrackerReport]{
+		local: "only the answering peer retries",
+		what:  "reports",
+		ask:   (*client.Client).Recover,
+		print: func(w io.Writer, reps []api.TrackerReport, asJSON bool) error {
+			return printReports(w, reps, asJSON, true)
+		},
+	}.command(g, &cobra.Command{
 		Use:   "recover [CID]",
 		Short: "Retry failed pins and shards now instead of after their backoff",
 		Long: `Recover makes each peer retry at once the parts of the pin CID (every part, without
@@ -20,30 +28,20 @@ CID) that it failed to fetch, instead of waiting out their backoff (10 s, doubli
 10 min). It prints, per peer, how many it retried and what still fails. With --local only
 the answering peer retries. Exit status 1 when some peer could not be asked.`,
 		Args: optionalCIDArg,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			target := ""
-			if len(args) == 1 {
-				target = args[0]
-			}
-			reps, err := c.Recover(cmd.Context(), target, local)
-			if err != nil {
-				return explain(err)
-			}
-			return printReports(cmd.OutOrStdout(), reps, asJSON, true)
-		},
-	}
-	cmd.Flags().BoolVar(&local, "local", false, "only the answering peer retries")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the reports as JSON")
-	return cmd
+	})
 }
 
 func newSyncCmd(g *apiFlags) *cobra.Command {
-	var asJSON, local bool
-	cmd := &cobra.Command{
+	return askPeers[[]api.TrackerReport]{
+		local: "only the answering peer walks",
+		what:  "reports",
+		ask: func(c *client.Client, ctx context.Context, _ string, local bool) ([]api.TrackerReport, error) {
+			return c.Sync(ctx, local)
+		},
+		print: func(w io.Writer, reps []api.TrackerReport, asJSON bool) error {
+			return printReports(w, reps, asJSON, false)
+		},
+	}.command(g, &cobra.Command{
 		Use:   "sync",
 		Short: "Make every peer's tracker compare the whole state with its store now",
 		Long: `Sync makes each peer's tracker walk the whole pinset and its whole store now (it
@@ -53,21 +51,7 @@ before the state began: docs/state.md) it keeps. It prints, per peer, what waits
 fetched, what fails and the unknown shards it keeps. With --local only the answering
 peer walks. Exit status 1 when some peer could not be asked.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			reps, err := c.Sync(cmd.Context(), local)
-			if err != nil {
-				return explain(err)
-			}
-			return printReports(cmd.OutOrStdout(), reps, asJSON, false)
-		},
-	}
-	cmd.Flags().BoolVar(&local, "local", false, "only the answering peer walks")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the reports as JSON")
-	return cmd
+	})
 }
 
 // printReports prints the trackers' reports: a table, then each failure.

@@ -8,11 +8,25 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/api/client"
 )
 
 func newVerifyCmd(g *apiFlags) *cobra.Command {
-	var asJSON, local bool
-	cmd := &cobra.Command{
+	return askPeers[[]api.VerifyResult]{
+		local: "only the answering peer verifies its store",
+		what:  "results",
+		ask:   (*client.Client).Verify,
+		print: func(w io.Writer, res []api.VerifyResult, asJSON bool) error {
+			if asJSON {
+				if err := printJSON(w, res); err != nil {
+					return err
+				}
+			} else if err := printVerify(w, res); err != nil {
+				return err
+			}
+			return verifyOutcome(res)
+		},
+	}.command(g, &cobra.Command{
 		Use:   "verify [CID]",
 		Short: "Re-hash stored shards and repair damaged ones",
 		Long: `Verify re-reads every part of the pin CID (a plain pin's DAG, a sharded pin's
@@ -27,33 +41,7 @@ With --local only the answering peer verifies its own store.
 Exit status: 0 when every part is ok, 1 when damage was found, 2 when no
 damage was found but some part or peer could not be checked.`,
 		Args: optionalCIDArg,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			target := ""
-			if len(args) == 1 {
-				target = args[0]
-			}
-			res, err := c.Verify(cmd.Context(), target, local)
-			if err != nil {
-				return explain(err)
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				if err := printJSON(out, res); err != nil {
-					return err
-				}
-			} else if err := printVerify(out, res); err != nil {
-				return err
-			}
-			return verifyOutcome(res)
-		},
-	}
-	cmd.Flags().BoolVar(&local, "local", false, "only the answering peer verifies its store")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the results as JSON")
-	return cmd
+	})
 }
 
 // printVerify prints one row per peer and part, then a summary line.
