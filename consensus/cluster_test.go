@@ -39,7 +39,10 @@ func fastConfig(dir string) Config {
 
 // testPeer is one peer of an in-process cluster: a real libp2p host on
 // loopback and a real Raft with its state in a temp dir. It survives
-// restarts: same key, same directory, same port.
+// restarts: same key, same directory. Each start listens on a port the
+// kernel picks (a port given back at a stop may be taken by then), so a
+// test that restarts a peer tells the others its new address
+// (tellAddrs), as a daemon's peerstore file and identify do.
 type testPeer struct {
 	t      testing.TB
 	name   string
@@ -47,7 +50,6 @@ type testPeer struct {
 	secret []byte
 	dir    string
 	cfg    Config
-	listen ma.Multiaddr
 	host   *p2p.Host
 	c      *Consensus
 }
@@ -66,8 +68,7 @@ func newTestPeer(t testing.TB, name string, secret []byte, mutate func(*Config))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &testPeer{t: t, name: name, key: key, secret: secret, dir: t.TempDir(),
-		listen: ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	p := &testPeer{t: t, name: name, key: key, secret: secret, dir: t.TempDir()}
 	p.cfg = fastConfig(p.dir)
 	p.cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Error, Output: testWriter{t}})
 	if mutate != nil {
@@ -85,20 +86,13 @@ func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return le
 func (p *testPeer) start() {
 	p.t.Helper()
 	hc := p2p.DefaultConfig()
-	hc.ListenAddrs = []ma.Multiaddr{p.listen}
+	hc.ListenAddrs = []ma.Multiaddr{ma.StringCast(anyLoopbackPort)}
 	hc.PrivKey = p.key
 	hc.Secret = p.secret
 	hc.JoinHookTimeout = 5 * time.Second
 	h, err := p2p.New(hc, nil)
 	if err != nil {
 		p.t.Fatalf("%s: %v", p.name, err)
-	}
-	// Restarts reuse the port, so the others' peerstores stay right.
-	for _, a := range h.Addrs() {
-		if v, err := a.ValueForProtocol(ma.P_TCP); err == nil && v != "0" {
-			p.listen = ma.StringCast("/ip4/127.0.0.1/tcp/" + v)
-			break
-		}
 	}
 	c, err := New(h, p.cfg)
 	if err != nil {
@@ -128,6 +122,20 @@ func (p *testPeer) stop() {
 func (p *testPeer) restart() {
 	p.stop()
 	p.start()
+}
+
+// anyLoopbackPort is where every test host listens: the kernel picks the
+// port and the host's Addrs tell it.
+const anyLoopbackPort = "/ip4/127.0.0.1/tcp/0"
+
+// tellAddrs gives each of others p's current addresses, for a p that
+// restarted on a new port and will not dial them first.
+func (p *testPeer) tellAddrs(others ...*testPeer) {
+	for _, q := range others {
+		if q != p && q.host != nil {
+			q.host.AddAddrs(p.id(), p.host.Addrs())
+		}
+	}
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {

@@ -195,10 +195,11 @@ func TestNoLiveNonVoterKeepsVoters(t *testing.T) {
 	pinN(t, followers[1], 0, 2)
 	waitSameState(t, []*testPeer{leader, followers[1]}, 2)
 
-	// The non-voter comes back (same port, so the leader finds it) and is
-	// promoted within a few ticks: the voter has been down for long.
+	// The non-voter comes back (on a new port, which the others learn) and
+	// is promoted within a few ticks: the voter has been down for long.
 	start := time.Now()
 	spare.start()
+	spare.tellAddrs(peers...)
 	var last map[peer.ID]bool
 	took := waitFor(t, promoteAfter+5*time.Second, "the returning non-voter replaces the dead voter", func() bool {
 		last = suffrage(t, leader)

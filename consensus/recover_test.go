@@ -31,8 +31,7 @@ func newStoppedPeer(t *testing.T, name string) *testPeer {
 		t.Fatal(err)
 	}
 	secret := make([]byte, p2p.SecretSize)
-	p := &testPeer{t: t, name: name, key: key, secret: secret, dir: filepath.Join(t.TempDir(), "consensus"),
-		listen: ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	p := &testPeer{t: t, name: name, key: key, secret: secret, dir: filepath.Join(t.TempDir(), "consensus")}
 	p.cfg = fastConfig(p.dir)
 	p.cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Error, Output: testWriter{t}})
 	t.Cleanup(p.stop)
@@ -303,7 +302,7 @@ func checkRefused(t *testing.T, p *testPeer, want string) {
 		t.Fatalf("ReadState =\n  %v\nwant\n  %s", err, want)
 	}
 	hc := p2p.DefaultConfig()
-	hc.ListenAddrs = []ma.Multiaddr{p.listen}
+	hc.ListenAddrs = []ma.Multiaddr{ma.StringCast(anyLoopbackPort)}
 	hc.PrivKey, hc.Secret = p.key, p.secret
 	h, err := p2p.New(hc, nil)
 	if err != nil {
