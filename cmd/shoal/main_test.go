@@ -63,15 +63,21 @@ func run(t *testing.T, stdin io.Reader, args ...string) result {
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
+	code := exitCode(t, args, cmd.Run())
+	return result{out.String(), errb.String(), code}
+}
+
+// exitCode is the exit status of a finished run of shoal args, whose
+// Run or Wait returned err; an error other than an exit status fails t.
+func exitCode(t *testing.T, args []string, err error) int {
+	t.Helper()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		code = ee.ExitCode()
+		return ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("run shoal %v: %v", args, err)
 	}
-	return result{out.String(), errb.String(), code}
+	return 0
 }
 
 // seeded returns n bytes of ChaCha8 keyed by SHA-256 of seed (the golden

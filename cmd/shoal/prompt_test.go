@@ -128,13 +128,7 @@ func onPTY(t *testing.T, answer string, args ...string) (string, int) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("shoal %v exited but its terminal never closed", args)
 	}
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run shoal %v: %v", args, err)
-	}
+	code := exitCode(t, args, err)
 	mu.Lock()
 	defer mu.Unlock()
 	return strings.ReplaceAll(out.String(), "\r\n", "\n"), code

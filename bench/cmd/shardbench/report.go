@@ -39,7 +39,7 @@ func (r *runner) report(w io.Writer, started time.Time, load0 string) {
 		fmt.Fprintf(w, "  (\"cold\": the flatfs files dropped from the page cache first, posix_fadvise DONTNEED; shoal's store writes and\n")
 		fmt.Fprintf(w, "  reads with O_DIRECT, so shoal cat reads its shards from the device, whose rate \"disk\" measures on the data file)\n")
 		fmt.Fprintf(w, "  CPU time of a cat, the CLI's and the daemons' together, per run: rmin=rmax=1 %s; rmin=rmax=2 %s; rmin=rmax=3 %s\n",
-			fmtCPU(r.catCPU1), fmtCPU(r.catCPU2), fmtCPU(r.catCPU3))
+			fmtCPU(r.catCPU[1]), fmtCPU(r.catCPU[2]), fmtCPU(r.catCPU[3]))
 		if ref := r.refCat.Rate(); ref > 0 {
 			fmt.Fprintf(w, "  (at 1.5x boxo's warm read, %.0f MB/s, a cat of this file would have %.2f s of the machine's %d cores: %.2f CPU-seconds)\n",
 				1.5*ref, float64(r.o.size)/bench.MB/(1.5*ref), runtime.NumCPU(), float64(runtime.NumCPU())*float64(r.o.size)/bench.MB/(1.5*ref))

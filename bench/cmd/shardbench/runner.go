@@ -39,9 +39,7 @@ type runner struct {
 	add3, cat3     bench.Path // rmin=rmax=3 (every peer): a cat with every shard local
 	peerRSS1       []float64  // largest VmHWM of a peer per rmin=rmax=1 run, MiB
 	peerRSS2       []float64
-	catCPU1        []catCPU // the CPU time of each rmin=rmax=1 cat
-	catCPU2        []catCPU
-	catCPU3        []catCPU
+	catCPU         [4][]catCPU // by replication (1 to 3): the CPU time of each cat
 	repairs        []repairRun
 	big            *bigRun
 	profiles       []profileSummary
@@ -382,14 +380,7 @@ func (r *runner) clusterRun(ctx context.Context, run, repl int, devnull *os.File
 	if err != nil {
 		return err
 	}
-	switch repl {
-	case 1:
-		r.catCPU1 = append(r.catCPU1, catCPU{cli: res.CPU, daemons: daemons})
-	case 2:
-		r.catCPU2 = append(r.catCPU2, catCPU{cli: res.CPU, daemons: daemons})
-	case 3:
-		r.catCPU3 = append(r.catCPU3, catCPU{cli: res.CPU, daemons: daemons})
-	}
+	r.catCPU[repl] = append(r.catCPU[repl], catCPU{cli: res.CPU, daemons: daemons})
 	catP.Runs = append(catP.Runs, res)
 	r.logf("  %-34s %6.0f MB/s (others %.0f%%)", catP.Name, rate(res, r.o.size), 100*res.OthersShare())
 	if repl == 1 {
