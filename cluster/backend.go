@@ -173,7 +173,7 @@ func (b backend) RemovePeer(ctx context.Context, id string) error {
 	// the record stays and the same call completes it.
 	if b.p.cons.IsMember(pid) {
 		if err := b.commitRetrying(ctx, consensus.RemovedOp(pid, time.Now().UTC())); err != nil {
-			return mapErr(err)
+			return err
 		}
 	}
 	if err := b.p.cons.RemovePeer(ctx, pid); err != nil {
@@ -281,7 +281,7 @@ func (b backend) pin(ctx context.Context, c cid.Cid, name string, rmin, rmax int
 	}
 	pin.Updated = now
 	if err := b.commitRetrying(ctx, consensus.PinOp(pin, now)); err != nil {
-		return consensus.Pin{}, mapErr(err)
+		return consensus.Pin{}, err
 	}
 	b.readOwnWrite(ctx, func() bool {
 		got, ok := b.p.cons.State().Get(c)
@@ -293,17 +293,50 @@ func (b backend) pin(ctx context.Context, c cid.Cid, name string, rmin, rmax int
 
 // commitRetrying commits an op that may be applied twice with the same
 // outcome (a pin op: the second sets what the first set), retrying when
-// the leader changed before the outcome was known.
+// the leader changed before the outcome was known. Its error is a
+// maybeCommitted when some attempt may have reached the log: the op can
+// still take effect after the error.
 func (b backend) commitRetrying(ctx context.Context, op consensus.Op) error {
 	var err error
+	unsure := false
 	for range 3 {
 		err = b.p.cons.Commit(ctx, op)
+		unsure = unsure || mayHaveCommitted(err)
 		if !errors.Is(err, consensus.ErrOutcomeUnknown) || ctx.Err() != nil {
-			return err
+			break
 		}
 	}
-	return err
+	if err != nil && unsure {
+		if !errors.Is(err, consensus.ErrOutcomeUnknown) {
+			err = fmt.Errorf("%w (an earlier attempt may still take effect)", mapErr(err))
+		}
+		return maybeCommitted{mapErr(err)}
+	}
+	return mapErr(err)
 }
+
+// mayHaveCommitted reports whether a failed Commit may have put its op in
+// the log all the same. It did not when no leader took the op, or when
+// the op committed and Apply refused it.
+func mayHaveCommitted(err error) bool {
+	switch {
+	case err == nil,
+		errors.Is(err, consensus.ErrInvalidOp), errors.Is(err, consensus.ErrNotPinned),
+		errors.Is(err, consensus.ErrUnknownPeer):
+		return false
+	case errors.Is(err, consensus.ErrNoLeader), errors.Is(err, consensus.ErrNotLeader):
+		// onLeader gives up only on leaders that never took the op.
+		return errors.Is(err, consensus.ErrOutcomeUnknown)
+	}
+	return true
+}
+
+// maybeCommitted is the error of a commit that may take effect later, for
+// instance after its leader lost the leadership or the caller gave up
+// waiting: whatever the op needs (the blocks of an add) must stay.
+type maybeCommitted struct{ error }
+
+func (e maybeCommitted) Unwrap() error { return e.error }
 
 // readOwnWrite waits, briefly, until this peer has applied a commit it
 // made, so that a client reading from the same peer next sees it. A
@@ -640,7 +673,8 @@ func (b backend) StatusAll(ctx context.Context, local bool) ([]api.PinStatus, er
 
 // Add ingests r into this peer's store, then pins the root with this peer
 // preferred (it holds the blocks); the others fetch from it. If the pin
-// cannot be committed, the stored blocks are deleted again.
+// surely did not commit, the stored blocks are deleted again; if it may
+// still commit, the tracker decides later.
 func (b backend) Add(ctx context.Context, r io.Reader, ap api.AddParams) (api.AddResult, error) {
 	return b.AddEvents(ctx, r, ap, nil)
 }
@@ -680,7 +714,11 @@ func (b backend) AddEvents(ctx context.Context, r io.Reader, ap api.AddParams, s
 	}
 	pin, err := b.pin(ctx, root.CID, ap.Name, ap.RMin, ap.RMax, info.Size, []peer.ID{b.p.host.ID()})
 	if err != nil {
-		if _, pinned := b.p.cons.State().Get(root.CID); !pinned && !had {
+		// A pin that may still commit keeps its blocks: the tracker
+		// deletes them after orphanGrace if the leader agrees the pin
+		// never came (unprotect, purge).
+		var unsure maybeCommitted
+		if _, pinned := b.p.cons.State().Get(root.CID); !pinned && !had && !errors.As(err, &unsure) {
 			_ = b.p.store.Delete(key)
 		}
 		return api.AddResult{}, err

@@ -264,6 +264,71 @@ func TestPinErrors(t *testing.T) {
 	}
 }
 
+// TestAddKeepsBlocksOfAPinThatMayCommit: an add whose pin reached the
+// leader's log but did not commit before the caller gave up fails, and
+// keeps its blocks: the pin commits once the cluster heals, and the peer
+// it names holds the file. (The chaos run found the add deleting them.)
+func TestAddKeepsBlocksOfAPinThatMayCommit(t *testing.T) {
+	// A lease long enough that the leader still leads when the add,
+	// slow under -race, proposes its pin, and shorter than the add's
+	// time.
+	peers := newTestPeersWith(t, 2, func(_ int, cfg *config.Config) {
+		cfg.Consensus.HeartbeatTimeout = config.Duration(2 * time.Second)
+		cfg.Consensus.ElectionTimeout = config.Duration(2 * time.Second)
+		cfg.Consensus.LeaderLeaseTimeout = config.Duration(2 * time.Second)
+	})
+	var leader, other *Peer
+	waitFor(t, 10*time.Second, func() error {
+		for i, p := range peers {
+			if p.cons.Leader() == p.ID() {
+				leader, other = p, peers[1-i]
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	b := backend{leader}
+	ctx := context.Background()
+	if _, err := b.recentSurvey(ctx); err != nil { // the add allocates from it, with no RPC
+		t.Fatal(err)
+	}
+	// A leader of two cut off from the other cannot commit; the entry
+	// it appends stays in its log, the longer one, so it commits once
+	// the two meet again whoever leads. The add's first attempt ends
+	// when the leader's lease runs out (outcome unknown), its retry when
+	// the add's time does, with no leader (a plain failure on its own).
+	leader.host.Block(other.ID())
+	other.host.Block(leader.ID())
+	data := seeded("shoal-golden-1048577", 1048577)
+	actx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	_, err := b.Add(actx, bytes.NewReader(data), api.AddParams{Name: "f", RMin: 1, RMax: 1})
+	cancel()
+	var unsure maybeCommitted
+	if !errors.As(err, &unsure) || !strings.Contains(err.Error(), "may still take effect") {
+		t.Fatalf("add on a cut-off leader: %v, want an unknown outcome", err)
+	}
+	root, _ := cid.Decode("QmdSaj6ufqXz4byUKYGoeZ2gohe4K7H74eeqsWjw49vkUQ")
+	if !leader.store.Has(root) {
+		t.Fatal("the failed add deleted the blocks its pin may still need")
+	}
+	leader.host.Unblock(other.ID())
+	other.host.Unblock(leader.ID())
+	waitFor(t, 20*time.Second, func() error {
+		st, err := backend{other}.Status(ctx, root.String(), false)
+		if err != nil {
+			return err
+		}
+		if got := st.Peers[leader.ID().String()].Status; got != api.StatusPinned {
+			return fmt.Errorf("on the adding peer: %s", got)
+		}
+		return nil
+	})
+	n := 0
+	if err := walkDAG(root, leader.store.Get, func(dag.Block) error { n++; return nil }); err != nil || n != 6 {
+		t.Fatalf("the adding peer holds %d blocks (%v), want 6", n, err)
+	}
+}
+
 func testLogger(t *testing.T, i int) *log.Logger {
 	return log.New(testWriter{t}, fmt.Sprintf("peer%d: ", i), 0)
 }
