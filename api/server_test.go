@@ -10,7 +10,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/shoal-project/shoal/api"
 	"github.com/shoal-project/shoal/api/client"
+	"github.com/shoal-project/shoal/internal/nettest"
 )
 
 // Known-good identifiers.
@@ -750,12 +750,7 @@ func TestClientEarlyRefusal(t *testing.T) {
 }
 
 func TestClientUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := nettest.RefusedAddr(t)
 	c, err := client.New(addr)
 	if err != nil {
 		t.Fatal(err)

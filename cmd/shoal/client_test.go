@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-project/shoal/api"
+	"github.com/shoal-project/shoal/internal/nettest"
 )
 
 // The API commands run as the real binary against an api.Server over
@@ -274,12 +274,7 @@ func TestAPICommandsAuth(t *testing.T) {
 }
 
 func TestAPICommandsUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := nettest.RefusedAddr(t)
 	for _, args := range [][]string{{"id"}, {"peers", "ls"}, {"pin", "ls"}, {"status"}} {
 		r := runEnv(t, nil, append([]string{"--api", addr}, args...)...)
 		if want := "shoal: cannot reach the shoal API at " + addr + ": is the daemon running?\n"; r.code != 1 || r.stderr != want {
