@@ -463,10 +463,63 @@ func TestShardedCapacityAndSharing(t *testing.T) {
 	if resA.Shards[0].CID != resB.Shards[0].CID {
 		t.Fatalf("the files' first shards differ: %s, %s", resA.Shards[0].CID, resB.Shards[0].CID)
 	}
+	// The parts of a alone, each stored somewhere now.
+	ofB := map[string]bool{resB.ClusterDAG: true}
+	for _, sh := range resB.Shards {
+		ofB[sh.CID] = true
+	}
+	onlyA := []string{resA.ClusterDAG}
+	for _, sh := range resA.Shards {
+		onlyA = append(onlyA, sh.CID)
+	}
+	onlyA = slices.DeleteFunc(onlyA, func(k string) bool { return ofB[k] })
+	for _, k := range onlyA {
+		if !slices.ContainsFunc(peers, func(p *Peer) bool { return p.store.HasShard(k) }) {
+			t.Fatalf("no peer stores %s of file a", k)
+		}
+	}
 	if _, err := b.Unpin(ctx, resA.CID); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // a few reconciliation rounds
+	// Every part of a alone goes from every store. Then each peer, once its
+	// state no longer pins a, walks its whole state and store (sync): by
+	// then every tracker had the chance to delete the shared shard too,
+	// and must not have.
+	waitFor(t, 10*time.Second, func() error {
+		for _, p := range peers {
+			for _, k := range onlyA {
+				if p.store.HasShard(k) {
+					return fmt.Errorf("%s still stores %s of the unpinned file a", p.cfg.PeerName, k)
+				}
+			}
+		}
+		return nil
+	})
+	rootA := cid.MustParse(resA.CID)
+	for _, p := range peers {
+		waitFor(t, 5*time.Second, func() error {
+			if _, ok := p.cons.State().Get(rootA); ok {
+				return fmt.Errorf("%s's state still pins a", p.cfg.PeerName)
+			}
+			return nil
+		})
+		if err := p.tracker.sync(ctx); err != nil {
+			t.Fatalf("%s: sync: %v", p.cfg.PeerName, err)
+		}
+	}
+	// Each peer b's pin allocates the shared shard to still stores it
+	// (a's pin may have put it on others, which may drop it now).
+	pinB, ok := peers[0].cons.State().Get(cid.MustParse(resB.CID))
+	if !ok || len(pinB.Shards[0].Allocations) == 0 {
+		t.Fatalf("b's pin %+v, %v: no holders of its first shard", pinB, ok)
+	}
+	shared := pinB.Shards[0].CID.String()
+	for _, p := range peers {
+		if slices.Contains(pinB.Shards[0].Allocations, p.ID()) && !p.store.HasShard(shared) {
+			t.Fatalf("unpinning a deleted the shard %s it shares with b from %s, which b's pin allocates it to",
+				shared, p.cfg.PeerName)
+		}
+	}
 	for _, p := range peers[1:] {
 		var got bufWriter
 		waitFor(t, 5*time.Second, func() error {
