@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http/httptrace"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -135,6 +137,8 @@ func TestConsistentReads(t *testing.T) {
 			err error
 		}
 		done := make(chan answer, 1)
+		wrote := make(chan struct{})
+		var once sync.Once
 		go func() {
 			var ri api.ReadInfo
 			cl, err := client.New(c.peers[old].api, client.WithReadInfo(func(r api.ReadInfo) { ri = r }))
@@ -142,10 +146,25 @@ func TestConsistentReads(t *testing.T) {
 				done <- answer{err: err}
 				return
 			}
-			st, err := cl.Status(context.Background(), res.CID, false)
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				WroteRequest: func(w httptrace.WroteRequestInfo) {
+					if w.Err == nil {
+						once.Do(func() { close(wrote) })
+					}
+				},
+			})
+			st, err := cl.Status(ctx, res.CID, false)
 			done <- answer{st, ri, err}
 		}()
-		time.Sleep(300 * time.Millisecond)
+		// The stopped daemon's kernel accepts the connection and holds the
+		// request once the client has written it.
+		select {
+		case <-wrote:
+		case a := <-done:
+			t.Fatalf("the read of the stopped old leader %s returned before SIGCONT: %+v, %v", c.peers[old].name, a.st, a.err)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the read of the old leader %s was not written within 20s", c.peers[old].name)
+		}
 		resume()
 		select {
 		case a := <-done:
