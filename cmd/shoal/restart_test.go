@@ -28,10 +28,33 @@ func TestRestartKeepsShards(t *testing.T) {
 	})
 	c.stop(2)
 	c.start(2)
-	for range 50 {
-		if now := c.keysOf(2); !slices.Equal(now, before) {
-			t.Fatalf("peer2 held %d shards before its restart, %d after:\nbefore %v\nafter  %v", len(before), len(now), before, now)
+	// peer2's store is sampled until its tracker has walked the whole
+	// state and store with a state that caught up: a sync returns after
+	// such a walk, and no round runs before the state caught up. A peer
+	// that reconciled too early, or wrongly, would have dropped shards by
+	// then.
+	stop, dropped := make(chan struct{}), make(chan []string, 1)
+	go func() {
+		defer close(dropped)
+		for {
+			if now := c.keysOf(2); !slices.Equal(now, before) {
+				dropped <- now
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
-		time.Sleep(100 * time.Millisecond)
+	}()
+	c.shoal(2, nil, "sync", "--local")
+	close(stop)
+	now, ok := <-dropped
+	if !ok {
+		now = c.keysOf(2)
+	}
+	if !slices.Equal(now, before) {
+		t.Fatalf("peer2 held %d shards before its restart, %d after:\nbefore %v\nafter  %v", len(before), len(now), before, now)
 	}
 }
