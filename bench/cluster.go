@@ -7,10 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,11 +55,14 @@ type Cluster struct {
 
 // Daemon is one `shoal daemon` process of a Cluster.
 type Daemon struct {
-	Name   string
-	Repo   string
-	API    string // HOST:PORT of its REST API
-	Addr   string // its full libp2p multiaddr (ending in /p2p/ID)
-	ID     string // its peer ID
+	Name string
+	Repo string
+	// API (HOST:PORT of its REST API), Addr (its full libp2p multiaddr,
+	// ending in /p2p/ID), ID (its peer ID) and Client are set by its
+	// first Start.
+	API    string
+	Addr   string
+	ID     string
 	Client *client.Client
 	Log    string // path of its stdout and stderr
 	// Env, if set, is added to the environment of the next Start (e.g.
@@ -135,20 +139,14 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 func initDaemon(ctx context.Context, cfg ClusterConfig, i int, secret string) (*Daemon, error) {
 	d := &Daemon{Name: fmt.Sprintf("peer%d", i), Repo: filepath.Join(cfg.Dir, fmt.Sprintf("peer%d", i)),
 		Log: filepath.Join(cfg.Dir, fmt.Sprintf("peer%d.log", i)), shoal: cfg.Shoal, timeout: cfg.StartTimeout}
-	p2pPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	apiPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	d.API = "127.0.0.1:" + strconv.Itoa(apiPort)
 	if cfg.Env != nil {
 		d.Env = cfg.Env(i)
 	}
+	// Port 0: the first Start reads back the ports the daemon bound and
+	// keeps them for later starts. A port probed here and bound later
+	// could be taken by anything else in between.
 	out, err := exec.CommandContext(ctx, cfg.Shoal, "init", "--repo", d.Repo, "--peername", d.Name, "--secret", secret,
-		"--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", p2pPort), "--api", d.API).CombinedOutput()
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0").CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("shoal init %s: %w: %s", d.Repo, err, strings.TrimSpace(string(out)))
 	}
@@ -161,15 +159,29 @@ func initDaemon(ctx context.Context, cfg ClusterConfig, i int, secret string) (*
 			return nil, err
 		}
 	}
-	if d.Client, err = client.New(d.API); err != nil {
-		return nil, err
-	}
 	return d, nil
 }
 
 // editConfig overrides fields of one object of a config.json (section:
 // "consensus", "health").
 func editConfig(path, section string, fields map[string]any) error {
+	return rewriteConfig(path, func(cfg map[string]any) error {
+		obj, ok := cfg[section].(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s has no %s object", path, section)
+		}
+		for k, v := range fields {
+			if _, ok := obj[k]; !ok {
+				return fmt.Errorf("%s: %s has no field %q", path, section, k)
+			}
+			obj[k] = v
+		}
+		return nil
+	})
+}
+
+// rewriteConfig applies edit to the config.json at path.
+func rewriteConfig(path string, edit func(cfg map[string]any) error) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -178,15 +190,8 @@ func editConfig(path, section string, fields map[string]any) error {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	obj, ok := cfg[section].(map[string]any)
-	if !ok {
-		return fmt.Errorf("%s has no %s object", path, section)
-	}
-	for k, v := range fields {
-		if _, ok := obj[k]; !ok {
-			return fmt.Errorf("%s: %s has no field %q", path, section, k)
-		}
-		obj[k] = v
+	if err := edit(cfg); err != nil {
+		return err
 	}
 	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
 		return err
@@ -194,15 +199,62 @@ func editConfig(path, section string, fields map[string]any) error {
 	return os.WriteFile(path, append(b, '\n'), 0o600)
 }
 
+// readyLine is what a daemon logs once its API listens.
+var readyLine = regexp.MustCompile(`peer (\S+) ready; API on (\S+)\n`)
+
+// readyAPI returns HOST:PORT from the first readyLine in the log at path
+// after byte from, or "" if there is none yet.
+func readyAPI(path string, from int64) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	m := readyLine.FindSubmatch(b[min(from, int64(len(b))):])
+	if m == nil {
+		return "", nil
+	}
+	u, err := url.Parse(string(m[2]))
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("the daemon logged the API URL %q: %v", m[2], err)
+	}
+	return u.Host, nil
+}
+
+// keepPorts writes the ports of the daemon's first start into its
+// config.json, so that every later start listens on the same ones: the
+// other peers still reach a restarted daemon at the multiaddr they know.
+func (d *Daemon) keepPorts() error {
+	var port int
+	if _, err := fmt.Sscanf(d.Addr, "/ip4/127.0.0.1/tcp/%d/p2p/", &port); err != nil || port == 0 {
+		return fmt.Errorf("%s: address %q is not /ip4/127.0.0.1/tcp/PORT/p2p/ID", d.Name, d.Addr)
+	}
+	path := filepath.Join(d.Repo, "config.json")
+	return rewriteConfig(path, func(cfg map[string]any) error {
+		api, ok := cfg["api"].(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s has no api object", path)
+		}
+		api["listen"] = d.API
+		cfg["listen"] = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
+		return nil
+	})
+}
+
 // Start runs the daemon, with args after `shoal daemon --repo REPO`, and
-// waits until its API answers with its ID. A stopped daemon can be
-// started again: it resumes its cluster.
+// waits until its API answers with its ID. The first start learns where
+// the daemon listens from its log and keeps those ports. A stopped
+// daemon can be started again: it resumes its cluster.
 func (d *Daemon) Start(ctx context.Context, args ...string) error {
 	log, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer log.Close() // the child has its own copy
+	st, err := log.Stat()
+	if err != nil {
+		return err
+	}
+	logAt := st.Size()
 	// Not CommandContext: Close stops the daemon gracefully.
 	d.cmd = exec.Command(d.shoal, append([]string{"daemon", "--repo", d.Repo}, args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = log, log
@@ -216,10 +268,28 @@ func (d *Daemon) Start(ctx context.Context, args ...string) error {
 	go func() { d.err = d.cmd.Wait(); close(d.done) }()
 	deadline := time.Now().Add(d.timeout)
 	for {
-		id, err := d.Client.ID(ctx)
-		if err == nil && len(id.Addresses) > 0 {
-			d.ID, d.Addr = id.ID, id.Addresses[0]
-			return nil
+		if d.Client == nil {
+			api, err := readyAPI(d.Log, logAt)
+			if err != nil {
+				return fmt.Errorf("start %s: %w", d.Name, err)
+			}
+			if api != "" {
+				if d.Client, err = client.New(api); err != nil {
+					return fmt.Errorf("start %s: %w", d.Name, err)
+				}
+				d.API = api
+			}
+		}
+		if d.Client != nil {
+			id, err := d.Client.ID(ctx)
+			if err == nil && len(id.Addresses) > 0 {
+				first := d.Addr == ""
+				d.ID, d.Addr = id.ID, id.Addresses[0]
+				if first {
+					return d.keepPorts()
+				}
+				return nil
+			}
 		}
 		select {
 		case <-d.done:
@@ -229,6 +299,9 @@ func (d *Daemon) Start(ctx context.Context, args ...string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
+			if d.API == "" {
+				return fmt.Errorf("%s: no API after %s; see %s", d.Name, d.timeout, d.Log)
+			}
 			return fmt.Errorf("%s: API %s not up after %s; see %s", d.Name, d.API, d.timeout, d.Log)
 		}
 	}
@@ -359,15 +432,6 @@ func ProcUsage(pid int) (Usage, error) {
 		}
 	}
 	return u, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
