@@ -34,6 +34,11 @@ const (
 	DefaultDownloadIdleTimeout = 30 * time.Minute
 )
 
+// WithDeadlines is withDeadlines for the handlers of a NewHandlerServer.
+func WithDeadlines(w http.ResponseWriter, r *http.Request, d, bodyIdle time.Duration, body bool) (http.ResponseWriter, *http.Request, func()) {
+	return withDeadlines(w, r, d, bodyIdle, body)
+}
+
 // withDeadlines renews the write deadline of w before each write and
 // flush (after d of no progress a write fails), and the read deadline of
 // r's body before each read, when body is true (after bodyIdle of no

@@ -28,6 +28,8 @@ type guard struct {
 	// addr is the server's address (Server.Addr), whose port is this
 	// API's when a request does not say on which it arrived.
 	addr func() string
+	// errf answers a refusal.
+	errf ErrorWriter
 }
 
 // listenKind is what the listen address reaches, and so which names and
@@ -43,7 +45,7 @@ const (
 
 // newGuard builds the checks of cfg, which Validate has accepted.
 func newGuard(cfg ServerConfig, addr func() string) *guard {
-	g := &guard{origins: map[string]bool{}, hosts: map[string]bool{}, addr: addr}
+	g := &guard{origins: map[string]bool{}, hosts: map[string]bool{}, addr: addr, errf: writeError}
 	for _, o := range cfg.AllowedOrigins {
 		o, _ = config.ParseOrigin(o)
 		g.anyOrigin = g.anyOrigin || o == "*"
@@ -77,7 +79,7 @@ func newGuard(cfg ServerConfig, addr func() string) *guard {
 func (g *guard) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := g.checkHost(r); err != nil {
-			writeErr(w, err)
+			g.errf(w, Status(err), errMessage(err))
 			return
 		}
 		origin, err := g.checkOrigin(r)
@@ -87,7 +89,7 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 			w.Header().Add("Vary", "Origin")
 		}
 		if err != nil {
-			writeErr(w, err)
+			g.errf(w, Status(err), errMessage(err))
 			return
 		}
 		if origin == "" {

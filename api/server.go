@@ -141,6 +141,10 @@ type Server struct {
 	base   context.Context
 	cancel context.CancelFunc
 
+	// errf writes the refusals of the checks around the routes (guard,
+	// auth, shutdown) in the routes' own error shape.
+	errf ErrorWriter
+
 	mu       sync.Mutex
 	ln       net.Listener
 	closing  bool
@@ -152,16 +156,34 @@ type Server struct {
 // expose the API to the network without auth. version is what /version
 // reports (and ID, when the backend leaves its version empty).
 func NewServer(cfg ServerConfig, b Backend, version string) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	s := &Server{cfg: cfg, maxBody: cfg.MaxBodyBytes, b: b, version: version}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
 	}
+	return s.init(s.routes(), writeError)
+}
+
+// ErrorWriter answers a refused request with code and one sentence.
+type ErrorWriter func(w http.ResponseWriter, code int, msg string)
+
+// NewHandlerServer returns a server of h behind the checks of the API's
+// own routes (Host and Origin guard, auth, TLS, shutdown), which answer
+// their refusals through errf: another API on the same rules (package
+// kuborpc).
+func NewHandlerServer(cfg ServerConfig, h http.Handler, errf ErrorWriter) (*Server, error) {
+	return (&Server{cfg: cfg}).init(h, errf)
+}
+
+func (s *Server) init(routes http.Handler, errf ErrorWriter) (*Server, error) {
+	if err := s.cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg := s.cfg
+	s.errf = errf
 	s.base, s.cancel = context.WithCancel(context.Background())
 	g := newGuard(cfg, s.Addr)
-	s.handler = s.track(g.wrap(s.authenticate(s.routes())))
+	g.errf = errf
+	s.handler = s.track(g.wrap(s.authenticate(routes)))
 	s.srv = &http.Server{
 		Handler: s.handler,
 		// Bounds a client that opens a connection and sends nothing (or
@@ -263,7 +285,7 @@ func (s *Server) track(next http.Handler) http.Handler {
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
-			writeError(w, http.StatusServiceUnavailable, "the API server is shutting down")
+			s.errf(w, http.StatusServiceUnavailable, "the API server is shutting down")
 			return
 		}
 		s.inflight.Add(1)
@@ -327,7 +349,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if given != "" {
 			msg = "the API credentials are wrong"
 		}
-		writeError(w, http.StatusUnauthorized, msg)
+		s.errf(w, http.StatusUnauthorized, msg)
 	})
 }
 
@@ -798,6 +820,10 @@ func (c *catWriter) finish(err error) error {
 	}
 	return nil
 }
+
+// Message is the sentence the API answers err with: its message without
+// the sentinel's text that the status already says.
+func Message(err error) string { return errMessage(err) }
 
 // errMessage is err's message without the sentinel's own text where it
 // leads or ends it ("bad request: X", "X: not found"): the status says it.

@@ -22,6 +22,7 @@ import (
 	"github.com/shoal-project/shoal/config"
 	"github.com/shoal-project/shoal/consensus"
 	"github.com/shoal-project/shoal/ipfsserve"
+	"github.com/shoal-project/shoal/kuborpc"
 	"github.com/shoal-project/shoal/p2p"
 	"github.com/shoal-project/shoal/shard"
 	"github.com/shoal-project/shoal/store"
@@ -60,6 +61,7 @@ type Peer struct {
 	// gateway is the trustless IPFS gateway (ipfs.go); nil when
 	// gateway.listen is empty.
 	gateway *ipfsserve.Gateway
+	kubo    *api.Server // Kubo's RPC API (kubo_rpc.listen), or nil
 	// ipfs is the IPFS-facing host and its bitswap server (ipfs.go); nil
 	// when ipfs.listen is empty.
 	ipfs *ipfsNode
@@ -243,7 +245,7 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		}
 	}
 
-	p.api, err = api.NewServer(api.ServerConfig{
+	apiCfg := api.ServerConfig{
 		Listen:                     cfg.API.Listen,
 		BasicAuth:                  cfg.API.BasicAuth,
 		BearerTokens:               cfg.API.BearerTokens,
@@ -252,11 +254,15 @@ func Start(ctx context.Context, dir string, opts Options) (_ *Peer, err error) {
 		AllowedOrigins:             cfg.API.AllowedOrigins,
 		AllowedHosts:               cfg.API.AllowedHosts,
 		TLS:                        apiTLS,
-	}, backend{p}, opts.Version)
+	}
+	p.api, err = api.NewServer(apiCfg, backend{p}, opts.Version)
 	if err != nil {
 		return nil, err
 	}
 	if err := p.api.Start(); err != nil {
+		return nil, err
+	}
+	if err := p.startKuboRPC(apiCfg, opts.Version); err != nil {
 		return nil, err
 	}
 	if err := p.startGateway(); err != nil {
@@ -464,6 +470,37 @@ func (p *Peer) APIAddr() string { return p.api.Addr() }
 // APIURL is the API's base URL, https:// when it serves TLS.
 func (p *Peer) APIURL() string { return p.api.URL() }
 
+// startKuboRPC starts Kubo's RPC API when kubo_rpc.listen is set, with
+// the REST API's auth and checks (apiCfg) on its own address.
+func (p *Peer) startKuboRPC(apiCfg api.ServerConfig, version string) error {
+	if p.cfg.KuboRPC.Listen == "" {
+		return nil
+	}
+	above, err := p.cfg.KuboRPC.ShardAboveBytes()
+	if err != nil {
+		return err
+	}
+	apiCfg.Listen = p.cfg.KuboRPC.Listen
+	srv, err := kuborpc.New(kuborpc.Config{Server: apiCfg, ShardAbove: above, Version: version}, backend{p})
+	if err != nil {
+		return fmt.Errorf("kubo_rpc: %w", err)
+	}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("kubo_rpc: %w", err)
+	}
+	p.kubo = srv
+	return nil
+}
+
+// KuboRPCURL is the base URL of Kubo's RPC API on this peer, or "" when
+// it is off.
+func (p *Peer) KuboRPCURL() string {
+	if p.kubo == nil {
+		return ""
+	}
+	return p.kubo.URL()
+}
+
 // Close stops the peer: the API, the gateway and the IPFS host first (no
 // new requests), then the goroutines, consensus (bounded, also without
 // quorum), the host and the store. It waits for every goroutine it started.
@@ -472,6 +509,9 @@ func (p *Peer) Close() error {
 		var errs []error
 		if p.api != nil {
 			errs = append(errs, p.api.Close())
+		}
+		if p.kubo != nil {
+			errs = append(errs, p.kubo.Close())
 		}
 		if p.gateway != nil {
 			errs = append(errs, p.gateway.Close())

@@ -94,6 +94,7 @@ type Config struct {
 	MemoryLimit string    `json:"memory_limit"`
 	API         API       `json:"api"`
 	Gateway     Gateway   `json:"gateway"`
+	KuboRPC     KuboRPC   `json:"kubo_rpc"`
 	IPFS        IPFS      `json:"ipfs"`
 	Pinning     Pinning   `json:"pinning"`
 	Consensus   Consensus `json:"consensus"`
@@ -151,6 +152,22 @@ type Gateway struct {
 	// listings. A browser then renders pinned HTML, all of it under the
 	// gateway's one origin, so a page of one pin can read the others.
 	Deserialized bool `json:"deserialized"`
+}
+
+// KuboRPC configures the endpoint of Kubo's RPC API (package kuborpc,
+// docs/kubo-rpc.md): /api/v0/add, cat, pin/... as Kubo answers them, so
+// that `ipfs --api`, Kubo's RPC clients and scripts written for Kubo reach
+// the cluster. It takes the API's auth, TLS, allowed origins and hosts.
+type KuboRPC struct {
+	// Listen is HOST:PORT; "" (the default) turns it off. Kubo's own is
+	// 127.0.0.1:5001.
+	Listen string `json:"listen"`
+	// ShardAbove is the size above which an add is sharded unless it
+	// says otherwise (shard=true or false): "64MiB" by default, "0"
+	// shards every add. The peer reads up to that many bytes of an
+	// upload before it chooses, because Kubo's clients stream it with no
+	// length; so it bounds the memory of one add too.
+	ShardAbove string `json:"shard_above"`
 }
 
 // IPFS configures the IPFS-facing libp2p host (docs/bitswap.md): a host
@@ -362,6 +379,11 @@ func Default() Config {
 		// only, when on: a client verifies what it gets, and no browser
 		// renders pinned pages under the gateway's origin.
 		Gateway: Gateway{Listen: "", Deserialized: false},
+		// Off, as the gateway: a second API is the operator's choice.
+		// Files above 64 MiB are sharded: below that a file is a few
+		// shards' worth of nothing, and a plain pin of rmax copies is
+		// simpler to serve; 64 MiB buffered per add is affordable.
+		KuboRPC: KuboRPC{Listen: "", ShardAbove: "64MiB"},
 		// Off, as the gateway. When on, 512 connections: Kubo's default
 		// connection manager keeps up to 192, and each costs a few KiB
 		// idle.
@@ -483,6 +505,9 @@ func (c Config) Validate() error {
 	if err := c.Gateway.validate(c.API.Listen); err != nil {
 		return err
 	}
+	if err := c.KuboRPC.validate(c.API.Listen, c.Gateway.Listen); err != nil {
+		return err
+	}
 	if err := c.IPFS.validate(c.Listen); err != nil {
 		return err
 	}
@@ -545,6 +570,41 @@ func (g Gateway) validate(apiListen string) error {
 		return fmt.Errorf("config: gateway listen %s is the api listen address too; give the gateway a port of its own", g.Listen)
 	}
 	return nil
+}
+
+// validate checks the endpoint's address against the API's and the
+// gateway's, and its shard threshold.
+func (k KuboRPC) validate(apiListen, gatewayListen string) error {
+	if _, err := k.ShardAboveBytes(); err != nil {
+		return err
+	}
+	if k.Listen == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(k.Listen)
+	if err != nil {
+		return fmt.Errorf("config: kubo_rpc listen %q: %w", k.Listen, err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return fmt.Errorf("config: kubo_rpc listen %q: the port must be a number in 0..65535", k.Listen)
+	}
+	if n != 0 && (k.Listen == apiListen || k.Listen == gatewayListen) {
+		return fmt.Errorf("config: kubo_rpc listen %s is the api's or the gateway's address too; give it a port of its own", k.Listen)
+	}
+	return nil
+}
+
+// ShardAboveBytes is ShardAbove in bytes ("" is the default, 64 MiB).
+func (k KuboRPC) ShardAboveBytes() (int64, error) {
+	if k.ShardAbove == "" {
+		return 64 << 20, nil
+	}
+	n, err := ParseSize(k.ShardAbove)
+	if err != nil {
+		return 0, fmt.Errorf("config: kubo_rpc shard_above %q: %w", k.ShardAbove, err)
+	}
+	return n, nil
 }
 
 // validateRetention checks the settings that bound Raft's disk use. The

@@ -59,6 +59,9 @@ profile (runtime/pprof) from start to shutdown into FILE, for
 			if u := p.GatewayURL(); u != "" {
 				logger.Printf("IPFS gateway on %s/ipfs/", u)
 			}
+			if u := p.KuboRPCURL(); u != "" {
+				logger.Printf("Kubo RPC API on %s/api/v0/", u)
+			}
 			select {
 			case <-cmd.Context().Done():
 				logger.Printf("shutting down")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,31 +12,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-project/shoal/bench"
 )
 
-// kubo returns the path of Kubo v0.43.1's ipfs binary: $SHOAL_TEST_IPFS,
-// else what ../shared/tools/build-kubo builds (minutes the first time,
-// cached after). It skips the test when neither gives one.
+// kubo returns the path of Kubo v0.43.1's ipfs binary (bench.Kubo:
+// $SHOAL_TEST_IPFS, else what ../shared/tools/build-kubo builds, minutes
+// the first time, cached after). It skips the test when there is none.
 func kubo(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("SHOAL_TEST_IPFS"); p != "" {
-		return p
-	}
-	tool, err := filepath.Abs("../../../shared/tools/build-kubo")
+	bin, err := bench.Kubo(context.Background(), "")
 	if err != nil {
 		t.Skipf("Kubo is not available: %v", err)
 	}
-	if _, err := os.Stat(tool); err != nil {
-		t.Skipf("Kubo is not available: no %s to build it (set SHOAL_TEST_IPFS to an ipfs binary)", tool)
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(tool)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Skipf("Kubo is not available: %s failed: %v\n%s", tool, err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
+	return bin
 }
 
 // ipfs runs Kubo with repo as its IPFS_PATH and fails the test on a

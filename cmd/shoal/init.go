@@ -11,8 +11,8 @@ import (
 
 func newInitCmd() *cobra.Command {
 	var (
-		repo, peername, api, gateway, secret, capacity string
-		listen, ipfsListen                             []string
+		repo, peername, api, gateway, kuboRPC, secret, capacity string
+		listen, ipfsListen                                      []string
 	)
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -34,6 +34,7 @@ cluster. Peers of one cluster must share the secret.`,
 				cfg.API.Listen = api
 			}
 			cfg.Gateway.Listen = gateway
+			cfg.KuboRPC.Listen = kuboRPC
 			if len(ipfsListen) > 0 {
 				cfg.IPFS.Listen = ipfsListen
 			}
@@ -64,6 +65,7 @@ cluster. Peers of one cluster must share the secret.`,
 	fl.StringArrayVar(&listen, "listen", nil, "libp2p listen multiaddr, repeatable (default /ip4/0.0.0.0/tcp/9096)")
 	fl.StringVar(&api, "api", "", "REST API HOST:PORT (default 127.0.0.1:9094)")
 	fl.StringVar(&gateway, "gateway", "", "trustless IPFS gateway HOST:PORT, serving pinned content to anyone who reaches it (default: off)")
+	fl.StringVar(&kuboRPC, "kubo-rpc", "", "HOST:PORT of Kubo's RPC API (/api/v0), for ipfs --api and Kubo's clients, with the REST API's auth (default: off)")
 	fl.StringArrayVar(&ipfsListen, "ipfs-listen", nil, "multiaddr of the IPFS-facing host that serves pinned content over bitswap to anyone, repeatable, e.g. /ip4/0.0.0.0/tcp/4001 (default: off)")
 	fl.StringVar(&secret, "secret", "", "cluster secret as 64 hex digits (default: a new random one)")
 	fl.StringVar(&capacity, "capacity", "", "bytes of shards this peer may hold, e.g. 500GiB (default: free disk space)")
