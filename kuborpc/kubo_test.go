@@ -189,7 +189,7 @@ func TestKuboCLI(t *testing.T) {
 		return strings.TrimSpace(k.ok(t, nil, append([]string{"add", "-Q", "--only-hash"}, args...)...))
 	}
 	remote := apiFlag(t, peers[1])
-	var bigCID string
+	var bigCID, smallCID string
 
 	t.Run("add a file, sharded", func(t *testing.T) {
 		want := local(bigPath)
@@ -212,6 +212,7 @@ func TestKuboCLI(t *testing.T) {
 		if strings.TrimSpace(out) != want {
 			t.Fatalf("cat | ipfs --api add -Q printed %q, want %s", out, want)
 		}
+		smallCID = want
 		st, err := apiClient(t, peers[0]).Status(ctx, want, false)
 		if err != nil {
 			t.Fatal(err)
@@ -254,6 +255,55 @@ func TestKuboCLI(t *testing.T) {
 			t.Fatalf("cat --offset --length: %d bytes, not the range", len(part))
 		}
 	})
+	t.Run("get", func(t *testing.T) {
+		for _, tt := range []struct {
+			cid  string
+			data []byte
+		}{{bigCID, big}, {smallCID, small}} {
+			out := filepath.Join(t.TempDir(), "got")
+			if o := k.ok(t, nil, apiFlag(t, peers[2]), "get", "-o", out, tt.cid); o != "Saving file(s) to "+out+"\n" {
+				t.Fatalf("ipfs --api get printed %q", o)
+			}
+			got, err := os.ReadFile(out)
+			if err != nil || !bytes.Equal(got, tt.data) {
+				t.Fatalf("ipfs --api get %s: %d bytes (%v), want the %d added", tt.cid, len(got), err, len(tt.data))
+			}
+		}
+	})
+	t.Run("dag export into a local Kubo", func(t *testing.T) {
+		car := k.ok(t, nil, remote, "dag", "export", bigCID)
+		imp := kubo{bin: k.bin, repo: t.TempDir()}
+		imp.ok(t, nil, "init", "--profile=test", "-e")
+		imp.ok(t, []byte(car), "dag", "import", "--pin-roots=false")
+		if got := imp.ok(t, nil, "cat", "--offline", bigCID); got != string(big) {
+			t.Fatalf("Kubo reads %d bytes of the imported CAR, want the %d added", len(got), len(big))
+		}
+	})
+	t.Run("repo stat and swarm peers", func(t *testing.T) {
+		st := k.ok(t, nil, remote, "repo", "stat")
+		if !strings.Contains(st, "RepoSize:") || !strings.Contains(st, "StorageMax:") {
+			t.Fatalf("ipfs --api repo stat: %q", st)
+		}
+		sw := strings.Fields(k.ok(t, nil, remote, "swarm", "peers"))
+		if len(sw) != 2 {
+			t.Fatalf("ipfs --api swarm peers: %q, want the two other peers", sw)
+		}
+		for _, p := range []*cluster.Peer{peers[0], peers[2]} {
+			if !strings.Contains(strings.Join(sw, " "), "/p2p/"+p.ID().String()) {
+				t.Fatalf("swarm peers %q lacks %s", sw, p.ID())
+			}
+		}
+	})
+	t.Run("pin update", func(t *testing.T) {
+		next := strings.TrimSpace(k.ok(t, seeded("kubo-rpc-next", 1000), remote, "add", "-Q"))
+		if out := k.ok(t, nil, remote, "pin", "update", smallCID, next); out != "updated "+smallCID+" to "+next+"\n" {
+			t.Fatalf("pin update printed %q", out)
+		}
+		ls := k.ok(t, nil, remote, "pin", "ls", "-q")
+		if strings.Contains(ls, smallCID) || !strings.Contains(ls, next) {
+			t.Fatalf("pin ls -q after update:\n%s", ls)
+		}
+	})
 	t.Run("pins", func(t *testing.T) {
 		ls := k.ok(t, nil, remote, "pin", "ls", "--type=recursive")
 		if !strings.Contains(ls, bigCID+" recursive") {
@@ -284,7 +334,8 @@ func TestKuboCLI(t *testing.T) {
 			stdin []byte
 			want  string
 		}{
-			{[]string{"swarm", "peers"}, nil, `Error: shoal does not support the Kubo command "swarm peers"`},
+			{[]string{"repo", "gc"}, nil, `Error: shoal does not support the Kubo command "repo gc"`},
+			{[]string{"get", "--compress", "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"}, nil, "Error: shoal does not support get --compress"},
 			{[]string{"cat", "QmNotACID"}, nil, "Error: "},
 			{[]string{"add", "-r", dir}, nil, "is a directory"},
 			{[]string{"add", "--pin=false", smallPath}, nil, "Error: shoal does not support pin=false"},

@@ -69,7 +69,7 @@ func (h *handler) pinRm(w http.ResponseWriter, r *http.Request, q url.Values) er
 // pinType is one entry of pin/ls.
 type pinType struct {
 	Type string
-	Name string `json:",omitempty"`
+	Name string
 }
 
 // pinLsStream is one line of pin/ls?stream=true.
@@ -95,22 +95,20 @@ func (h *handler) pinLs(w http.ResponseWriter, r *http.Request, q url.Values) er
 	if err != nil {
 		return err
 	}
+	names := map[string]string{}
+	for _, p := range pins {
+		names[p.CID] = p.Name
+	}
 	var want []string
 	for _, a := range q["arg"] {
 		c, err := parseCID(a)
 		if err != nil {
 			return err
 		}
-		want = append(want, c.String())
-	}
-	names := map[string]string{}
-	for _, p := range pins {
-		names[p.CID] = p.Name
-	}
-	for _, c := range want {
-		if _, ok := names[c]; !ok {
-			return fmt.Errorf("path '%s' is not pinned", c)
+		if _, ok := names[c.String()]; !ok {
+			return fmt.Errorf("path '%s' is not pinned", a) // as sent: Kubo's RPC client looks for "is not pinned"
 		}
+		want = append(want, c.String())
 	}
 	var list []string
 	if t := q.Get("type"); t == "" || t == "all" || t == "recursive" {
@@ -147,4 +145,49 @@ func startStream(w http.ResponseWriter) {
 	h.Set("X-Chunked-Output", "1")
 	h.Set("Trailer", "X-Stream-Error")
 	w.WriteHeader(http.StatusOK)
+}
+
+// pinUpdate pins the second argument, once rmin peers hold it, then
+// unpins the first unless unpin=false. Kubo's update copies only the
+// difference; shoal's peers fetch what they do not hold.
+func (h *handler) pinUpdate(w http.ResponseWriter, r *http.Request, q url.Values) error {
+	args := q["arg"]
+	if len(args) != 2 {
+		return clientErr("pin update takes two arguments, from-path and to-path, got %d", len(args))
+	}
+	from, err := parseCID(args[0])
+	if err != nil {
+		return err
+	}
+	to, err := parseCID(args[1])
+	if err != nil {
+		return err
+	}
+	unpin, err := boolOpt(q, "unpin", true)
+	if err != nil {
+		return err
+	}
+	pins, err := h.b.Pins(r.Context())
+	if err != nil {
+		return err
+	}
+	var old *api.Pin
+	for i := range pins {
+		if pins[i].CID == from.String() {
+			old = &pins[i]
+		}
+	}
+	if old == nil {
+		return fmt.Errorf("'from' cid was not recursively pinned already")
+	}
+	if _, err := h.b.Pin(r.Context(), api.PinRequest{CID: to.String(), Name: old.Name, RMin: old.RMin, RMax: old.RMax, Wait: true}); err != nil {
+		return fmt.Errorf("pin %s: %w", to, err)
+	}
+	if unpin && from != to {
+		if _, err := h.b.Unpin(r.Context(), from.String()); err != nil {
+			return fmt.Errorf("unpin %s: %w", from, err)
+		}
+	}
+	writeValue(w, pinsOutput{Pins: []string{from.String(), to.String()}})
+	return nil
 }

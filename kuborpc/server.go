@@ -60,13 +60,18 @@ type command struct {
 
 func (h *handler) routes() http.Handler {
 	cmds := map[string]command{
-		"id":      {run: h.id},
-		"version": {run: h.version},
-		"add":     {body: true, state: true, run: h.add},
-		"cat":     {stream: true, state: true, run: h.cat},
-		"pin/add": {state: true, run: h.pinAdd},
-		"pin/rm":  {state: true, run: h.pinRm},
-		"pin/ls":  {state: true, run: h.pinLs},
+		"id":          {run: h.id},
+		"version":     {run: h.version},
+		"add":         {body: true, state: true, run: h.add},
+		"cat":         {stream: true, state: true, run: h.cat},
+		"pin/add":     {state: true, run: h.pinAdd},
+		"pin/rm":      {state: true, run: h.pinRm},
+		"pin/ls":      {state: true, run: h.pinLs},
+		"pin/update":  {state: true, run: h.pinUpdate},
+		"get":         {stream: true, state: true, run: h.get},
+		"dag/export":  {stream: true, state: true, run: h.dagExport},
+		"repo/stat":   {run: h.repoStat},
+		"swarm/peers": {run: h.swarmPeers},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/v0/", func(w http.ResponseWriter, r *http.Request) {
