@@ -40,6 +40,9 @@ type ClusterConfig struct {
 	// IPFS and Gateway override fields of the "ipfs" and "gateway"
 	// objects the same way (e.g. "listen": []string{"/ip4/127.0.0.1/tcp/0"}).
 	IPFS, Gateway map[string]any
+	// Pinning and KuboRPC override fields of "pinning" and "kubo_rpc"
+	// the same way (e.g. "listen": "127.0.0.1:0").
+	Pinning, KuboRPC map[string]any
 	// Env, if not nil, gives the extra environment of peer i's daemon.
 	Env func(i int) []string
 	// StartTimeout bounds the wait for each daemon's API and for the
@@ -151,7 +154,7 @@ func initDaemon(ctx context.Context, cfg ClusterConfig, i int, secret string) (*
 		return nil, fmt.Errorf("shoal init %s: %w: %s", d.Repo, err, strings.TrimSpace(string(out)))
 	}
 	for section, fields := range map[string]map[string]any{"consensus": cfg.Consensus, "health": cfg.Health,
-		"ipfs": cfg.IPFS, "gateway": cfg.Gateway} {
+		"ipfs": cfg.IPFS, "gateway": cfg.Gateway, "pinning": cfg.Pinning, "kubo_rpc": cfg.KuboRPC} {
 		if len(fields) == 0 {
 			continue
 		}
