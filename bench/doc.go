@@ -284,4 +284,16 @@
 // moved them). There are no targets: the figures are the price of
 // linearizable reads. About five minutes at the defaults; -writes=false
 // skips the rows under write load.
+//
+// # Kubo RPC add benchmark
+//
+//	go run ./bench/cmd/kuborpcbench [-size 1GiB] [-runs 3] [-ipfs BIN]
+//
+// starts three daemons with kubo_rpc.listen on and rmin=rmax=1, and per
+// run adds the same file with `shoal add --shard` and with real Kubo's
+// `ipfs --api PEER add` (sharded too: above kubo_rpc.shard_above),
+// alternating which goes first, with an unpin that empties every store
+// after each. It prints each add's rate and the client's CPU, and the
+// median of the per-run ratios against issue 16's target (the Kubo RPC
+// add at least 0.9x as fast).
 package bench
