@@ -88,6 +88,9 @@ func (h *handler) add(w http.ResponseWriter, r *http.Request, q url.Values) erro
 		if err != nil {
 			return ev.fail(err)
 		}
+		// A later failure must not read as if nothing was added (silent
+		// sends no event): from here on it goes in the trailer.
+		ev.start()
 	}
 	if files == 0 {
 		return ev.fail(clientErr("file argument 'path' is required"))
