@@ -101,8 +101,8 @@ func run(ctx context.Context, args []string) error {
 	var root string
 	fmt.Printf("kuborpcbench: %s file, %d runs, tree %s, %s\n", bench.FormatSize(o.size), o.runs, bench.GitRev(), bench.Machine())
 	for run := range o.runs {
-		if run%2 == 1 {
-			slices.Reverse(order)
+		if run > 0 {
+			slices.Reverse(order) // each run starts with the add that went second before
 		}
 		got := map[string]float64{}
 		for _, name := range order {
