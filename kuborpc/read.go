@@ -9,21 +9,29 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/shoal-project/shoal/api"
 )
+
+// fileArg is the file reader and the one root argument of cat and get.
+func (h *handler) fileArg(q url.Values) (api.FileReader, cid.Cid, error) {
+	fr, ok := h.b.(api.FileReader)
+	if !ok {
+		return nil, cid.Undef, &kuboError{http.StatusNotImplemented, "this peer cannot read files back"}
+	}
+	arg, err := oneArg(q, "ipfs-path")
+	if err != nil {
+		return nil, cid.Undef, err
+	}
+	c, err := parseCID(arg)
+	return fr, c, err
+}
 
 // cat streams a pinned file's bytes, from offset, length of them (-1 or
 // absent: to the end), read from whichever peers hold them.
 func (h *handler) cat(w http.ResponseWriter, r *http.Request, q url.Values) error {
-	fr, ok := h.b.(api.FileReader)
-	if !ok {
-		return &kuboError{http.StatusNotImplemented, "this peer cannot read files back"}
-	}
-	arg, err := oneArg(q, "ipfs-path")
-	if err != nil {
-		return err
-	}
-	c, err := parseCID(arg)
+	fr, c, err := h.fileArg(q)
 	if err != nil {
 		return err
 	}
@@ -93,15 +101,7 @@ func (s *streamWriter) finish(err error) error {
 // after the argument (PAX, or USTAR with archive=true), which the CLI
 // unpacks. X-Content-Length is the file's size, as Kubo sends it.
 func (h *handler) get(w http.ResponseWriter, r *http.Request, q url.Values) error {
-	fr, ok := h.b.(api.FileReader)
-	if !ok {
-		return &kuboError{http.StatusNotImplemented, "this peer cannot read files back"}
-	}
-	arg, err := oneArg(q, "ipfs-path")
-	if err != nil {
-		return err
-	}
-	c, err := parseCID(arg)
+	fr, c, err := h.fileArg(q)
 	if err != nil {
 		return err
 	}
